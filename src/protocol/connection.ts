@@ -1,0 +1,315 @@
+/**
+ * The sans-I/O WebSocket connection (RFC 6455 §5-§7): bytes in, events and
+ * bytes to send out. It owns the frame parser, the message assembler and the
+ * closing handshake state machine, and it answers what the protocol obliges
+ * (pongs, the close echo) by itself. The I/O layer only moves bytes, keeps
+ * time and closes the socket when {@linkcode WebSocketProtocol.state} says so.
+ *
+ * @module
+ */
+
+import { frameHeaderSize, FrameParser, writeFrameHeader } from "./frame.ts";
+import { type InflateFunction, MessageAssembler, type MessageHandler } from "./message.ts";
+import { Opcode } from "./opcodes.ts";
+import { applyMask, nextMaskKey } from "./mask.ts";
+import { CloseCode, encodeClosePayload } from "./close_codes.ts";
+import { WebSocketError } from "./errors.ts";
+
+/** The WHATWG `readyState` values. */
+export const ReadyState = {
+  /** The opening handshake is in progress. */
+  CONNECTING: 0,
+  /** Messages flow both ways. */
+  OPEN: 1,
+  /** A close frame was sent; waiting for the peer's. */
+  CLOSING: 2,
+  /** The closing handshake is complete or the connection failed. */
+  CLOSED: 3,
+} as const;
+
+/** One of the {@linkcode ReadyState} values. */
+export type ReadyState = typeof ReadyState[keyof typeof ReadyState];
+
+/** What a connection reports as it receives. */
+export interface ProtocolHandler {
+  /** A complete text message. */
+  text(data: string): void;
+  /** A complete binary message (exactly sized, owned by the receiver). */
+  binary(data: Uint8Array): void;
+  /** A ping was received (the pong is already queued). */
+  ping?(payload: Uint8Array): void;
+  /** A pong was received. */
+  pong?(payload: Uint8Array): void;
+}
+
+/** A negotiated compression codec (permessage-deflate). */
+export interface MessageCodec {
+  /** Compresses one message payload. */
+  compress(data: Uint8Array): Uint8Array;
+  /** Inflates one message, throwing a 1009 {@linkcode WebSocketError} past `maxSize`. */
+  decompress: InflateFunction;
+  /** Messages smaller than this many bytes are sent uncompressed. */
+  threshold: number;
+}
+
+/** Options for {@linkcode WebSocketProtocol}. */
+export interface ProtocolOptions {
+  /** `"server"` expects masked frames and sends unmasked ones; `"client"` the reverse. */
+  role: "server" | "client";
+  /** Largest message in bytes (after decompression). */
+  maxMessageSize: number;
+  /** Largest single frame in bytes. @default {maxMessageSize} */
+  maxFrameSize?: number;
+  /** The negotiated compression, if any. */
+  codec?: MessageCodec | null;
+}
+
+const encoder = new TextEncoder();
+/** Payloads up to this size are copied next to their header in one buffer. */
+const COPY_THRESHOLD = 16 * 1024;
+const textScratch = new Uint8Array(3 * COPY_THRESHOLD);
+
+/**
+ * One WebSocket connection's protocol state, after the opening handshake.
+ *
+ * @example Feeding bytes and collecting replies
+ * ```ts
+ * import { WebSocketProtocol } from "@sluice/ws";
+ * const messages: string[] = [];
+ * const ws = new WebSocketProtocol({ role: "client", maxMessageSize: 1 << 20 }, {
+ *   text: (s) => messages.push(s),
+ *   binary: () => {},
+ * });
+ * ws.receive(new Uint8Array([0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f])); // "Hello"
+ * ws.close(1000);
+ * const bytesToSend = ws.takeOutput();
+ * ```
+ */
+export class WebSocketProtocol {
+  #role: "server" | "client";
+  #handler: ProtocolHandler;
+  #parser: FrameParser;
+  #assembler: MessageAssembler;
+  #codec: MessageCodec | null;
+  #state: ReadyState = ReadyState.OPEN;
+  #out: Uint8Array[] = [];
+  #outBytes = 0;
+  #closeSent = false;
+  #closeReceived: { code: number; reason: string } | null = null;
+  #error: WebSocketError | null = null;
+
+  /** Creates the protocol state for an open connection. */
+  constructor(options: ProtocolOptions, handler: ProtocolHandler) {
+    this.#role = options.role;
+    this.#handler = handler;
+    this.#codec = options.codec ?? null;
+    const events: MessageHandler = {
+      text: (data) => this.#handler.text(data),
+      binary: (data) => this.#handler.binary(data),
+      ping: (payload) => this.#onPing(payload),
+      pong: (payload) => this.#handler.pong?.(payload),
+      close: (code, reason) => this.#onClose(code, reason),
+    };
+    this.#assembler = new MessageAssembler(events, {
+      maxMessageSize: options.maxMessageSize,
+      inflate: this.#codec?.decompress,
+    });
+    this.#parser = new FrameParser(this.#assembler, {
+      role: options.role,
+      maxFrameSize: options.maxFrameSize ?? options.maxMessageSize,
+      allowRsv1: this.#codec !== null,
+    });
+  }
+
+  /** The WHATWG ready state. */
+  get state(): ReadyState {
+    return this.#state;
+  }
+
+  /** The error the connection failed with, if it did. */
+  get error(): WebSocketError | null {
+    return this.#error;
+  }
+
+  /** Whether the closing handshake completed with close frames both ways. */
+  get wasClean(): boolean {
+    return this.#state === ReadyState.CLOSED && this.#error === null && this.#closeSent &&
+      this.#closeReceived !== null;
+  }
+
+  /** The peer's close code (1005 if its close frame had none, 1006 if none came). */
+  get closeCode(): number {
+    if (this.#closeReceived === null || this.#error !== null) return CloseCode.Abnormal;
+    return this.#closeReceived.code;
+  }
+
+  /** The peer's close reason. */
+  get closeReason(): string {
+    return this.#error === null ? this.#closeReceived?.reason ?? "" : "";
+  }
+
+  /** Whether our close frame is queued or sent. */
+  get closeSent(): boolean {
+    return this.#closeSent;
+  }
+
+  /** Bytes queued for sending and not yet taken. */
+  get outputBytes(): number {
+    return this.#outBytes;
+  }
+
+  /**
+   * Feeds received bytes. Messages and control events are reported to the
+   * handler before this returns; a protocol violation fails the connection
+   * (close frame queued, state CLOSED, {@linkcode error} set) instead of
+   * throwing. Exceptions thrown by the handler itself propagate.
+   */
+  receive(chunk: Uint8Array): void {
+    if (this.#state === ReadyState.CLOSED) return;
+    try {
+      this.#parser.push(chunk);
+    } catch (err) {
+      if (err instanceof WebSocketError) this.fail(err);
+      else throw err;
+    }
+  }
+
+  /**
+   * The transport reached end of stream. Without a close frame first, the
+   * connection closed abnormally (1006).
+   */
+  receiveEnd(): void {
+    if (this.#state !== ReadyState.CLOSED) {
+      this.#state = ReadyState.CLOSED;
+      this.#closeSent = true;
+    }
+  }
+
+  /** Queues a text message. Returns false (and sends nothing) unless OPEN. */
+  sendText(data: string): boolean {
+    if (this.#state !== ReadyState.OPEN) return false;
+    if (data.length <= COPY_THRESHOLD && this.#codec === null) {
+      // Encode once into scratch, then copy next to the header.
+      const { written } = encoder.encodeInto(data, textScratch);
+      this.#queueFrame(Opcode.Text, textScratch.subarray(0, written), false, true);
+      return true;
+    }
+    return this.#sendData(Opcode.Text, encoder.encode(data), true);
+  }
+
+  /** Queues a binary message. Returns false (and sends nothing) unless OPEN. */
+  sendBinary(data: Uint8Array): boolean {
+    if (this.#state !== ReadyState.OPEN) return false;
+    return this.#sendData(Opcode.Binary, data, data.length <= COPY_THRESHOLD);
+  }
+
+  /** Queues a ping (payload at most 125 bytes). Returns false unless OPEN. */
+  ping(payload: Uint8Array = new Uint8Array(0)): boolean {
+    if (payload.length > 125) throw new RangeError("Ping payload is over 125 bytes");
+    if (this.#state !== ReadyState.OPEN) return false;
+    this.#queueFrame(Opcode.Ping, payload, false, true);
+    return true;
+  }
+
+  /** Queues an unsolicited pong (a heartbeat, §5.5.3). Returns false unless OPEN. */
+  pong(payload: Uint8Array = new Uint8Array(0)): boolean {
+    if (payload.length > 125) throw new RangeError("Pong payload is over 125 bytes");
+    if (this.#state !== ReadyState.OPEN) return false;
+    this.#queueFrame(Opcode.Pong, payload, false, true);
+    return true;
+  }
+
+  /**
+   * Starts the closing handshake (§7.1.2): queues a close frame and moves to
+   * CLOSING. Data queued before stays ahead of it. No-op unless OPEN.
+   * Throws `RangeError` for a code that cannot be sent or a reason over 123 bytes.
+   */
+  close(code?: number, reason = ""): void {
+    const payload = encodeClosePayload(code, reason);
+    if (this.#state !== ReadyState.OPEN) return;
+    this.#queueFrame(Opcode.Close, payload, false, true);
+    this.#closeSent = true;
+    this.#state = ReadyState.CLOSING;
+  }
+
+  /**
+   * Fails the connection (§7.1.7): queues a close frame with the error's
+   * code unless one was sent, stops parsing, and moves to CLOSED. The I/O
+   * layer flushes and drops the transport.
+   */
+  fail(error: WebSocketError): void {
+    if (this.#state === ReadyState.CLOSED) return;
+    this.#error = error;
+    this.#parser.stop();
+    if (!this.#closeSent) {
+      let reason = error.message;
+      while (encoder.encode(reason).length > 123) reason = reason.slice(0, -1);
+      this.#queueFrame(Opcode.Close, encodeClosePayload(error.closeCode, reason), false, true);
+      this.#closeSent = true;
+    }
+    this.#state = ReadyState.CLOSED;
+  }
+
+  /** Takes every queued output chunk, in order. */
+  takeOutput(): Uint8Array[] {
+    const out = this.#out;
+    this.#out = [];
+    this.#outBytes = 0;
+    return out;
+  }
+
+  #onPing(payload: Uint8Array): void {
+    // §5.5.2: answer with a pong carrying the same payload, unless we already sent close.
+    if (!this.#closeSent) this.#queueFrame(Opcode.Pong, payload, false, true);
+    this.#handler.ping?.(payload);
+  }
+
+  #onClose(code: number, reason: string): void {
+    this.#closeReceived = { code, reason };
+    this.#parser.stop();
+    if (!this.#closeSent) {
+      // §5.5.1: reply with a close frame, echoing the code.
+      this.#queueFrame(Opcode.Close, encodeClosePayload(code), false, true);
+      this.#closeSent = true;
+    }
+    this.#state = ReadyState.CLOSED;
+  }
+
+  #sendData(opcode: number, data: Uint8Array, copy: boolean): boolean {
+    const codec = this.#codec;
+    if (codec !== null && data.length >= codec.threshold) {
+      const compressed = codec.compress(data);
+      this.#queueFrame(opcode, compressed, true, compressed.length <= COPY_THRESHOLD);
+      return true;
+    }
+    this.#queueFrame(opcode, data, false, copy);
+    return true;
+  }
+
+  /**
+   * Queues one frame. Clients always build header and masked payload in one
+   * new buffer (the caller's bytes are never changed); servers copy small
+   * payloads next to the header and queue large ones as they are.
+   */
+  #queueFrame(opcode: number, payload: Uint8Array, rsv1: boolean, copy: boolean): void {
+    const length = payload.length;
+    const mask = this.#role === "client" ? nextMaskKey() : null;
+    const headerSize = frameHeaderSize(length, mask !== null);
+    if (mask !== null || copy) {
+      const frame = new Uint8Array(headerSize + length);
+      writeFrameHeader(frame, 0, opcode, length, true, rsv1, mask);
+      if (length > 0) {
+        frame.set(payload, headerSize);
+        if (mask !== null) {
+          applyMask(frame.subarray(headerSize), frame.subarray(headerSize - 4, headerSize));
+        }
+      }
+      this.#out.push(frame);
+    } else {
+      const header = new Uint8Array(headerSize);
+      writeFrameHeader(header, 0, opcode, length, true, rsv1, null);
+      this.#out.push(header, payload);
+    }
+    this.#outBytes += headerSize + length;
+  }
+}

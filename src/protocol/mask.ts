@@ -1,0 +1,76 @@
+/**
+ * Masking (RFC 6455 §5.3): `transformed[i] = original[i] ^ mask[i % 4]`.
+ *
+ * The bulk of the work is done 32 bits at a time over the 4-byte aligned
+ * middle of the buffer; only the unaligned head and tail go byte by byte.
+ *
+ * @module
+ */
+
+/** Below this many bytes the word loop's setup costs more than it saves. */
+const WORD_THRESHOLD = 32;
+
+const littleEndian = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+/**
+ * XORs `data` in place with `mask`, where `data[0]` is payload byte number
+ * `offset` of its frame (so a payload delivered in pieces is unmasked piece by
+ * piece). Only call it on buffers Sluice owns: it never copies.
+ */
+export function applyMask(data: Uint8Array, mask: Uint8Array, offset = 0): void {
+  const m0 = mask[0], m1 = mask[1], m2 = mask[2], m3 = mask[3];
+  if ((m0 | m1 | m2 | m3) === 0) return;
+  const length = data.length;
+  let i = 0;
+  if (length >= WORD_THRESHOLD) {
+    // Bytes before the first 4-aligned address.
+    const head = (4 - (data.byteOffset & 3)) & 3;
+    for (; i < head; i++) data[i] ^= mask[(offset + i) & 3];
+    const words = (length - i) >>> 2;
+    const k = (offset + i) & 3;
+    const b0 = mask[k], b1 = mask[(k + 1) & 3], b2 = mask[(k + 2) & 3], b3 = mask[(k + 3) & 3];
+    const word = littleEndian
+      ? (b0 | (b1 << 8) | (b2 << 16) | (b3 << 24))
+      : ((b0 << 24) | (b1 << 16) | (b2 << 8) | b3);
+    const view = new Uint32Array(data.buffer, data.byteOffset + i, words);
+    for (let w = 0; w < words; w++) view[w] ^= word;
+    i += words << 2;
+  }
+  for (; i < length; i++) data[i] ^= mask[(offset + i) & 3];
+}
+
+/**
+ * Copies `src` into `dst` at `dstOffset` and unmasks the copy, leaving `src`
+ * untouched. `offset` is the position of `src[0]` within its frame payload.
+ */
+export function unmaskInto(
+  src: Uint8Array,
+  dst: Uint8Array,
+  dstOffset: number,
+  mask: Uint8Array | null,
+  offset = 0,
+): void {
+  dst.set(src, dstOffset);
+  if (mask !== null) applyMask(dst.subarray(dstOffset, dstOffset + src.length), mask, offset);
+}
+
+const POOL_SIZE = 4096;
+let pool = new Uint8Array(0);
+let poolOffset = POOL_SIZE;
+
+/**
+ * Returns a fresh 4-byte masking key (§5.3: unpredictable, from a strong
+ * source). Random bytes are drawn from `crypto.getRandomValues` in 4 KiB
+ * batches; the returned view is only valid until the next call, so callers
+ * copy it into the frame at once.
+ */
+export function nextMaskKey(): Uint8Array {
+  if (poolOffset >= POOL_SIZE) {
+    pool = new Uint8Array(POOL_SIZE);
+    crypto.getRandomValues(pool);
+    poolOffset = 0;
+  }
+  const key = pool.subarray(poolOffset, poolOffset + 4);
+  poolOffset += 4;
+  return key;
+}

@@ -1,0 +1,108 @@
+/**
+ * The one transport shape every runtime adapter produces: a connected byte
+ * stream (TCP or TLS) with a fast pull-based read, a drain-aware write, and
+ * lazily built WHATWG streams for composition.
+ *
+ * Only files in `src/runtime/` touch `Deno.*` or `Bun.*`; everything above
+ * this layer sees a {@linkcode Transport} and nothing else.
+ *
+ * @module
+ */
+
+/** A network address as seen by a transport. */
+export interface NetAddress {
+  /** IP address or host name, without brackets for IPv6. */
+  hostname: string;
+  /** TCP port. */
+  port: number;
+}
+
+/**
+ * A connected, bidirectional byte transport.
+ *
+ * Reading contract: the chunk returned by {@linkcode Transport.read} is only
+ * valid until the next call to `read()`; adapters may reuse one buffer per
+ * connection so that idle connections cost little memory and busy ones do not
+ * allocate per read. Consumers copy whatever they need to keep.
+ *
+ * Backpressure: a consumer that does not call `read()` stops the adapter from
+ * reading the socket (Deno: no pending read op; Bun: the socket is paused once
+ * its small internal queue is full), so the kernel's TCP window pushes back on
+ * the peer.
+ */
+export interface Transport {
+  /**
+   * Reads the next chunk of bytes. Resolves `null` at end of stream (the peer
+   * closed its side, or {@linkcode Transport.close} was called). Rejects only
+   * on a socket error. Never call it again before the previous call settled.
+   */
+  read(): Promise<Uint8Array | null>;
+  /**
+   * Writes all of `data`. Returns `undefined` when the bytes were handed to the
+   * kernel synchronously, or a promise that settles once they were (the caller
+   * must not mutate `data` before then). Rejects (or throws) if the socket is
+   * closed or broken.
+   */
+  write(data: Uint8Array): Promise<void> | undefined;
+  /** Closes the socket at once (both directions). Idempotent. */
+  close(): void;
+  /** Bytes accepted by `write()` but not yet handed to the kernel. */
+  readonly bufferedAmount: number;
+  /** The local address of the socket. */
+  readonly localAddr: NetAddress;
+  /** The remote address of the socket. */
+  readonly remoteAddr: NetAddress;
+}
+
+/** A listening server socket that yields transports. */
+export interface Listener {
+  /** The bound address (with the real port when port 0 was requested). */
+  readonly addr: NetAddress;
+  /** Waits for the next connection; resolves `null` once the listener is closed. */
+  accept(): Promise<Transport | null>;
+  /** Stops listening. Already accepted transports stay open. Idempotent. */
+  close(): void;
+}
+
+/** TLS material for a server, as PEM strings. */
+export interface TlsServerOptions {
+  /** Certificate chain in PEM. */
+  cert: string;
+  /** Private key in PEM. */
+  key: string;
+}
+
+/** Options for {@linkcode RuntimeAdapter.listen}. */
+export interface ListenOptions {
+  /** Interface to bind. */
+  hostname: string;
+  /** Port to bind; 0 picks a free port. */
+  port: number;
+  /** When set, the listener speaks TLS. */
+  tls?: TlsServerOptions;
+}
+
+/** Options for {@linkcode RuntimeAdapter.connect}. */
+export interface ConnectOptions {
+  /** Host name or IP address to connect to. */
+  hostname: string;
+  /** TCP port. */
+  port: number;
+  /** When set, the connection uses TLS. */
+  tls?: {
+    /** Server name for SNI and certificate checks (defaults to `hostname`). */
+    serverName?: string;
+    /** Extra trusted CA certificates in PEM. */
+    caCerts?: string[];
+  };
+}
+
+/** What each runtime provides: listen and connect, turned into transports. */
+export interface RuntimeAdapter {
+  /** `"deno"` or `"bun"`. */
+  readonly name: string;
+  /** Binds a listener. */
+  listen(options: ListenOptions): Promise<Listener>;
+  /** Opens a connection. */
+  connect(options: ConnectOptions): Promise<Transport>;
+}
