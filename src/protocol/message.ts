@@ -121,7 +121,10 @@ export class MessageAssembler implements FrameHandler {
     }
     if (opcode === Opcode.Continuation) {
       if (this.#messageKind === Kind.None) {
-        throw protocolError("UNEXPECTED_CONTINUATION", "Continuation frame without a message to continue");
+        throw protocolError(
+          "UNEXPECTED_CONTINUATION",
+          "Continuation frame without a message to continue",
+        );
       }
     } else {
       if (this.#messageKind !== Kind.None) {
@@ -169,7 +172,7 @@ export class MessageAssembler implements FrameHandler {
 
   frameEnd(): void {
     const kind = this.#frameKind;
-    this.#frameKind: number = Kind.None;
+    this.#frameKind = Kind.None;
     if (kind === Kind.Control) {
       const payload = this.#frameBuf!;
       this.#frameBuf = null;
