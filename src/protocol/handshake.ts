@@ -1,0 +1,296 @@
+/**
+ * The opening handshake (RFC 6455 §4): validating a client's request and
+ * building the server's response, and the client's side of the same.
+ *
+ * @module
+ */
+
+import { HandshakeError } from "./errors.ts";
+import { isToken, type RequestHead, type ResponseHead, splitList } from "./http.ts";
+
+/** The GUID of §1.3, appended to the key before hashing. */
+export const WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+const encoder = new TextEncoder();
+const KEY_PATTERN = /^[A-Za-z0-9+/]{21}[AQgw]==$/;
+
+function toBase64(bytes: Uint8Array): string {
+  let binary = "";
+  for (let i = 0; i < bytes.length; i++) binary += String.fromCharCode(bytes[i]);
+  return btoa(binary);
+}
+
+/**
+ * Computes `Sec-WebSocket-Accept` for a key (§4.2.2 item 5.4): base64 of the
+ * SHA-1 of the key followed by the GUID.
+ *
+ * @example The RFC's own example (§1.3)
+ * ```ts
+ * import { acceptKey } from "@sluice/ws";
+ * await acceptKey("dGhlIHNhbXBsZSBub25jZQ=="); // "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+ * ```
+ */
+export async function acceptKey(key: string): Promise<string> {
+  const digest = await crypto.subtle.digest("SHA-1", encoder.encode(key + WEBSOCKET_GUID));
+  return toBase64(new Uint8Array(digest));
+}
+
+/** A fresh `Sec-WebSocket-Key`: base64 of 16 random bytes (§4.1). */
+export function generateKey(): string {
+  return toBase64(crypto.getRandomValues(new Uint8Array(16)));
+}
+
+/** What a valid upgrade request asks for. */
+export interface UpgradeRequest {
+  /** The `Sec-WebSocket-Key`. */
+  key: string;
+  /** The full request URL (scheme `http:` or `https:` from the transport). */
+  url: URL;
+  /** Subprotocols the client offered, in its order of preference. */
+  protocols: string[];
+  /** The raw `Sec-WebSocket-Extensions` value, or `null`. */
+  extensions: string | null;
+  /** The `Origin` header, or `null` (non-browser clients often send none). */
+  origin: string | null;
+}
+
+/**
+ * Validates an upgrade request (§4.2.1). Throws a {@linkcode HandshakeError}:
+ * 405 for a method other than GET, 426 (with `Sec-WebSocket-Version: 13`) for
+ * another protocol version, 400 for anything missing or malformed.
+ */
+export function validateUpgradeRequest(request: RequestHead, secure: boolean): UpgradeRequest {
+  const { headers } = request;
+  if (request.method !== "GET") {
+    throw new HandshakeError(405, `Method ${request.method} is not allowed: use GET`, {
+      Allow: "GET",
+    });
+  }
+  const [major, minor] = request.version;
+  if (major < 1 || (major === 1 && minor < 1)) {
+    throw new HandshakeError(400, "HTTP/1.1 or later is required");
+  }
+  const host = headers.get("host");
+  if (host === null || host === "") throw new HandshakeError(400, "Missing Host header");
+  const upgrade = splitList(headers.get("upgrade"));
+  if (!upgrade.some((token) => token.toLowerCase() === "websocket")) {
+    throw new HandshakeError(400, "Missing or invalid Upgrade header: expected 'websocket'", {
+      Upgrade: "websocket",
+    });
+  }
+  const connection = splitList(headers.get("connection"));
+  if (!connection.some((token) => token.toLowerCase() === "upgrade")) {
+    throw new HandshakeError(400, "Missing or invalid Connection header: expected 'Upgrade'");
+  }
+  const key = headers.get("sec-websocket-key");
+  if (key === null) throw new HandshakeError(400, "Missing Sec-WebSocket-Key header");
+  if (!KEY_PATTERN.test(key)) {
+    throw new HandshakeError(400, "Invalid Sec-WebSocket-Key header: expected base64 of 16 bytes");
+  }
+  const version = headers.get("sec-websocket-version");
+  if (version === null) throw new HandshakeError(400, "Missing Sec-WebSocket-Version header");
+  if (version.trim() !== "13") {
+    throw new HandshakeError(
+      426,
+      `Unsupported Sec-WebSocket-Version ${version}: only 13 is supported`,
+      {
+        "Sec-WebSocket-Version": "13",
+      },
+    );
+  }
+  const protocols = splitList(headers.get("sec-websocket-protocol"));
+  for (const protocol of protocols) {
+    if (!isToken(protocol)) {
+      throw new HandshakeError(400, `Invalid subprotocol ${JSON.stringify(protocol.slice(0, 64))}`);
+    }
+  }
+  let url: URL;
+  try {
+    const target = request.target;
+    url = target.startsWith("/")
+      ? new URL(target, `${secure ? "https" : "http"}://${host}`)
+      : new URL(target);
+  } catch {
+    throw new HandshakeError(400, "Invalid request target or Host header");
+  }
+  return {
+    key,
+    url,
+    protocols,
+    extensions: headers.get("sec-websocket-extensions"),
+    origin: headers.get("origin"),
+  };
+}
+
+const STATUS_TEXT: Record<number, string> = {
+  101: "Switching Protocols",
+  400: "Bad Request",
+  401: "Unauthorized",
+  403: "Forbidden",
+  404: "Not Found",
+  405: "Method Not Allowed",
+  408: "Request Timeout",
+  426: "Upgrade Required",
+  429: "Too Many Requests",
+  431: "Request Header Fields Too Large",
+  500: "Internal Server Error",
+  503: "Service Unavailable",
+};
+
+function headerLines(headers: Headers | undefined): string {
+  let out = "";
+  headers?.forEach((value, name) => {
+    out += `${name}: ${value}\r\n`;
+  });
+  return out;
+}
+
+/** Options for {@linkcode buildUpgradeResponse}. */
+export interface UpgradeResponseOptions {
+  /** The chosen subprotocol, if any. */
+  protocol?: string;
+  /** The `Sec-WebSocket-Extensions` response value, if any. */
+  extensions?: string;
+  /** Extra headers (e.g. `Set-Cookie`). */
+  headers?: Headers;
+}
+
+/** Builds the `101 Switching Protocols` response bytes (§4.2.2 item 5). */
+export function buildUpgradeResponse(
+  accept: string,
+  options: UpgradeResponseOptions = {},
+): Uint8Array {
+  let head = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+    `Sec-WebSocket-Accept: ${accept}\r\n`;
+  if (options.protocol) head += `Sec-WebSocket-Protocol: ${options.protocol}\r\n`;
+  if (options.extensions) head += `Sec-WebSocket-Extensions: ${options.extensions}\r\n`;
+  head += headerLines(options.headers) + "\r\n";
+  return encoder.encode(head);
+}
+
+/** Builds an error response with a short plain-text body, closing the connection. */
+export function buildErrorResponse(status: number, message: string, headers?: Headers): Uint8Array {
+  const body = encoder.encode(message + "\n");
+  const extra = new Headers(headers);
+  extra.delete("content-length");
+  extra.delete("connection");
+  if (!extra.has("content-type")) extra.set("content-type", "text/plain; charset=utf-8");
+  const head = `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? "Error"}\r\n` + headerLines(extra) +
+    `Content-Length: ${body.length}\r\nConnection: close\r\n\r\n`;
+  const head8 = encoder.encode(head);
+  const out = new Uint8Array(head8.length + body.length);
+  out.set(head8);
+  out.set(body, head8.length);
+  return out;
+}
+
+/** Options for {@linkcode buildClientRequest}. */
+export interface ClientRequestOptions {
+  /** The `Sec-WebSocket-Key` to send. */
+  key: string;
+  /** Subprotocols to offer. */
+  protocols?: string[];
+  /** The `Sec-WebSocket-Extensions` offer. */
+  extensions?: string;
+  /** The `Origin` header. */
+  origin?: string;
+  /** Extra headers (e.g. `Authorization`, `Cookie`). */
+  headers?: Headers;
+}
+
+const RESERVED_REQUEST_HEADERS = [
+  "host",
+  "upgrade",
+  "connection",
+  "sec-websocket-key",
+  "sec-websocket-version",
+  "sec-websocket-accept",
+  "sec-websocket-protocol",
+  "sec-websocket-extensions",
+];
+
+/**
+ * Builds a client's upgrade request (§4.1) for a `ws:` or `wss:` URL.
+ * Throws `TypeError` if extra headers try to set a handshake header.
+ */
+export function buildClientRequest(url: URL, options: ClientRequestOptions): Uint8Array {
+  const path = (url.pathname || "/") + url.search;
+  let head = `GET ${path} HTTP/1.1\r\nHost: ${url.host}\r\nUpgrade: websocket\r\n` +
+    `Connection: Upgrade\r\nSec-WebSocket-Key: ${options.key}\r\nSec-WebSocket-Version: 13\r\n`;
+  if (options.protocols && options.protocols.length > 0) {
+    head += `Sec-WebSocket-Protocol: ${options.protocols.join(", ")}\r\n`;
+  }
+  if (options.extensions) head += `Sec-WebSocket-Extensions: ${options.extensions}\r\n`;
+  if (options.origin) head += `Origin: ${options.origin}\r\n`;
+  options.headers?.forEach((value, name) => {
+    if (RESERVED_REQUEST_HEADERS.includes(name)) {
+      throw new TypeError(
+        `Header ${name} is set by the WebSocket handshake and cannot be overridden`,
+      );
+    }
+    head += `${name}: ${value}\r\n`;
+  });
+  return encoder.encode(head + "\r\n");
+}
+
+/** What a valid server response agreed to. */
+export interface HandshakeResult {
+  /** The selected subprotocol, or `""`. */
+  protocol: string;
+  /** The `Sec-WebSocket-Extensions` response value, or `""`. */
+  extensions: string;
+}
+
+/**
+ * Validates the server's response (§4.1, the client's checks 1-6). Throws a
+ * {@linkcode HandshakeError} naming the problem; for a status other than 101
+ * the message includes the status and the start of `body`.
+ */
+export async function validateServerResponse(
+  response: ResponseHead,
+  options: { key: string; protocols: string[]; body?: string },
+): Promise<HandshakeResult> {
+  const { headers, status } = response;
+  if (status !== 101) {
+    const snippet = options.body ? `: ${options.body.slice(0, 200).trim()}` : "";
+    throw new HandshakeError(
+      status,
+      `Server answered ${status} ${response.statusText} instead of 101 Switching Protocols${snippet}`,
+      headers,
+    );
+  }
+  if (headers.get("upgrade")?.toLowerCase() !== "websocket") {
+    throw new HandshakeError(
+      status,
+      "Server response has a missing or wrong Upgrade header",
+      headers,
+    );
+  }
+  if (!splitList(headers.get("connection")).some((t) => t.toLowerCase() === "upgrade")) {
+    throw new HandshakeError(
+      status,
+      "Server response has a missing or wrong Connection header",
+      headers,
+    );
+  }
+  const accept = headers.get("sec-websocket-accept");
+  if (accept === null) {
+    throw new HandshakeError(status, "Server response has no Sec-WebSocket-Accept header", headers);
+  }
+  if (accept !== await acceptKey(options.key)) {
+    throw new HandshakeError(
+      status,
+      "Server response has a wrong Sec-WebSocket-Accept value",
+      headers,
+    );
+  }
+  const protocol = headers.get("sec-websocket-protocol") ?? "";
+  if (protocol !== "" && !options.protocols.includes(protocol)) {
+    throw new HandshakeError(
+      status,
+      `Server selected subprotocol ${JSON.stringify(protocol)}, which the client did not offer`,
+      headers,
+    );
+  }
+  return { protocol, extensions: headers.get("sec-websocket-extensions") ?? "" };
+}

@@ -1,0 +1,179 @@
+/**
+ * Just enough HTTP/1.1 (RFC 9112) to carry the opening handshake: reading a
+ * bounded head off a byte stream, and parsing request and response heads.
+ *
+ * @module
+ */
+
+import { HandshakeError } from "./errors.ts";
+
+/** A parsed request head. */
+export interface RequestHead {
+  /** The method, e.g. `GET`. */
+  method: string;
+  /** The request target as sent, e.g. `/chat?room=1`. */
+  target: string;
+  /** The HTTP version as `[major, minor]`. */
+  version: [number, number];
+  /** Header fields; repeated fields are joined with `, `. */
+  headers: Headers;
+}
+
+/** A parsed response head. */
+export interface ResponseHead {
+  /** The status code. */
+  status: number;
+  /** The reason phrase. */
+  statusText: string;
+  /** Header fields. */
+  headers: Headers;
+}
+
+/** The result of {@linkcode HeadReader.push} once the head is complete. */
+export interface HeadResult {
+  /** The head's bytes, up to and including the blank line. */
+  head: Uint8Array;
+  /** Bytes received after the head (the first frames); a copy owned by the caller. */
+  rest: Uint8Array;
+}
+
+/**
+ * Accumulates bytes until the blank line that ends an HTTP head, refusing to
+ * hold more than `maxSize` bytes (the request is answered with 431).
+ */
+export class HeadReader {
+  #buf: Uint8Array;
+  #length = 0;
+  #maxSize: number;
+
+  /** Creates a reader that holds at most `maxSize` bytes of head. */
+  constructor(maxSize: number) {
+    this.#maxSize = maxSize;
+    this.#buf = new Uint8Array(Math.min(maxSize, 1024));
+  }
+
+  /**
+   * Adds a chunk (read only during the call). Returns the head and the bytes
+   * after it once the head is complete, else `null`. Throws a 431
+   * {@linkcode HandshakeError} when the head would exceed `maxSize`.
+   */
+  push(chunk: Uint8Array): HeadResult | null {
+    // Search from 3 bytes back, in case the terminator straddles chunks.
+    const searchFrom = Math.max(0, this.#length - 3);
+    const room = this.#maxSize - this.#length;
+    const take = Math.min(chunk.length, room);
+    this.#ensure(this.#length + take);
+    this.#buf.set(chunk.subarray(0, take), this.#length);
+    this.#length += take;
+    const end = findHeadEnd(this.#buf.subarray(0, this.#length), searchFrom);
+    if (end === -1) {
+      if (take < chunk.length || this.#length >= this.#maxSize) {
+        throw new HandshakeError(
+          431,
+          `Request head is over the limit of ${this.#maxSize} bytes`,
+        );
+      }
+      return null;
+    }
+    const head = this.#buf.slice(0, end);
+    const rest = new Uint8Array(this.#length - end + (chunk.length - take));
+    rest.set(this.#buf.subarray(end, this.#length));
+    rest.set(chunk.subarray(take), this.#length - end);
+    return { head, rest };
+  }
+
+  #ensure(size: number): void {
+    if (size <= this.#buf.length) return;
+    const next = new Uint8Array(Math.min(this.#maxSize, Math.max(size, this.#buf.length * 2)));
+    next.set(this.#buf.subarray(0, this.#length));
+    this.#buf = next;
+  }
+}
+
+/** Index just past the first CRLF CRLF at or after `from`, or -1. */
+export function findHeadEnd(buf: Uint8Array, from = 0): number {
+  let i = buf.indexOf(0x0d, from);
+  while (i !== -1 && i + 3 < buf.length) {
+    if (buf[i + 1] === 0x0a && buf[i + 2] === 0x0d && buf[i + 3] === 0x0a) return i + 4;
+    i = buf.indexOf(0x0d, i + 1);
+  }
+  return -1;
+}
+
+const latin1 = new TextDecoder("latin1");
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+// Field values: visible ASCII, obs-text, spaces and tabs (RFC 9110 §5.5).
+const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
+
+function parseLines(head: Uint8Array, status: number): { start: string; headers: Headers } {
+  const text = latin1.decode(head);
+  const lines = text.split("\r\n");
+  // The head ends with CRLF CRLF, which leaves two empty strings.
+  lines.length -= 2;
+  const start = lines[0];
+  const headers = new Headers();
+  for (let i = 1; i < lines.length; i++) {
+    const line = lines[i];
+    const colon = line.indexOf(":");
+    if (colon <= 0) {
+      throw new HandshakeError(
+        status,
+        `Malformed header line: ${JSON.stringify(line.slice(0, 64))}`,
+      );
+    }
+    const name = line.slice(0, colon);
+    if (!TOKEN.test(name)) {
+      throw new HandshakeError(status, `Invalid header name: ${JSON.stringify(name.slice(0, 64))}`);
+    }
+    const value = line.slice(colon + 1).replace(/^[ \t]+|[ \t]+$/g, "");
+    if (!FIELD_VALUE.test(value)) {
+      throw new HandshakeError(status, `Invalid characters in header ${name}`);
+    }
+    headers.append(name, value);
+  }
+  return { start, headers };
+}
+
+/** Parses a request head. Throws a 400 {@linkcode HandshakeError} if malformed. */
+export function parseRequestHead(head: Uint8Array): RequestHead {
+  const { start, headers } = parseLines(head, 400);
+  const match = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+) (\S+) HTTP\/(\d)\.(\d)$/.exec(start);
+  if (match === null) {
+    throw new HandshakeError(400, `Malformed request line: ${JSON.stringify(start.slice(0, 64))}`);
+  }
+  return {
+    method: match[1],
+    target: match[2],
+    version: [Number(match[3]), Number(match[4])],
+    headers,
+  };
+}
+
+/**
+ * Parses a response head. Throws a {@linkcode HandshakeError} with status 0
+ * if it is not HTTP.
+ */
+export function parseResponseHead(head: Uint8Array): ResponseHead {
+  const { start, headers } = parseLines(head, 0);
+  const match = /^HTTP\/\d\.\d (\d{3})(?: (.*))?$/.exec(start);
+  if (match === null) {
+    throw new HandshakeError(0, `Malformed status line: ${JSON.stringify(start.slice(0, 64))}`);
+  }
+  return { status: Number(match[1]), statusText: match[2] ?? "", headers };
+}
+
+/** Splits a comma-separated header value into trimmed, non-empty items. */
+export function splitList(value: string | null): string[] {
+  if (value === null) return [];
+  const out: string[] = [];
+  for (const item of value.split(",")) {
+    const trimmed = item.trim();
+    if (trimmed !== "") out.push(trimmed);
+  }
+  return out;
+}
+
+/** Whether `value` is an HTTP token (RFC 9110 §5.6.2). */
+export function isToken(value: string): boolean {
+  return TOKEN.test(value);
+}
