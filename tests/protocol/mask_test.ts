@@ -1,0 +1,154 @@
+import { describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { applyMask, nextMaskKey, unmaskInto } from "../../src/protocol/mask.ts";
+import { bytes, hex, KEY, naiveMask, pattern } from "./_helpers.ts";
+
+const MASKS = [KEY, bytes(0xff, 0x00, 0x80, 0x01), bytes(0x01, 0x02, 0x03, 0x04)];
+
+describe("applyMask", () => {
+  test("matches the §5.3 definition for every length 0..100 and offset 0..3", () => {
+    for (const mask of MASKS) {
+      for (let length = 0; length <= 100; length++) {
+        const original = pattern(length, length);
+        for (let offset = 0; offset < 4; offset++) {
+          const data = original.slice();
+          applyMask(data, mask, offset);
+          assert.deepEqual(
+            data,
+            naiveMask(original, mask, offset),
+            `mask ${hex(mask)}, length ${length}, offset ${offset}`,
+          );
+        }
+      }
+    }
+  });
+
+  test("handles offsets beyond 3 as position modulo 4", () => {
+    const original = pattern(77);
+    for (const offset of [4, 5, 6, 7, 125, 65537, 2 ** 32 + 3]) {
+      const data = original.slice();
+      applyMask(data, KEY, offset);
+      assert.deepEqual(data, naiveMask(original, KEY, offset % 4), `offset ${offset}`);
+    }
+  });
+
+  test("masks unaligned subarrays (byteOffset 1, 2, 3) and leaves bytes around them alone", () => {
+    for (let byteOffset = 0; byteOffset < 4; byteOffset++) {
+      for (const length of [0, 1, 3, 4, 5, 31, 32, 33, 64, 99, 100, 1000]) {
+        for (let offset = 0; offset < 4; offset++) {
+          const backing = pattern(byteOffset + length + 8, 3);
+          const before = backing.slice();
+          const view = backing.subarray(byteOffset, byteOffset + length);
+          applyMask(view, KEY, offset);
+          const expected = before.slice();
+          expected.set(
+            naiveMask(before.subarray(byteOffset, byteOffset + length), KEY, offset),
+            byteOffset,
+          );
+          assert.deepEqual(
+            backing,
+            expected,
+            `byteOffset ${byteOffset}, length ${length}, offset ${offset}`,
+          );
+        }
+      }
+    }
+  });
+
+  test("an all-zero mask leaves the data as it is", () => {
+    for (const length of [0, 5, 32, 100, 4096]) {
+      const data = pattern(length);
+      applyMask(data, bytes(0, 0, 0, 0));
+      assert.deepEqual(data, pattern(length));
+    }
+  });
+
+  test("masking twice restores the original", () => {
+    const original = pattern(1025);
+    const data = original.slice();
+    applyMask(data, KEY, 2);
+    assert.notDeepEqual(data, original);
+    applyMask(data, KEY, 2);
+    assert.deepEqual(data, original);
+  });
+
+  test("masking a payload in pieces at their frame offsets equals masking it whole", () => {
+    const original = pattern(200);
+    const whole = original.slice();
+    applyMask(whole, KEY);
+    for (const cut of [1, 2, 3, 5, 33, 63, 101, 199]) {
+      const pieces = original.slice();
+      applyMask(pieces.subarray(0, cut), KEY, 0);
+      applyMask(pieces.subarray(cut), KEY, cut);
+      assert.deepEqual(pieces, whole, `cut at ${cut}`);
+    }
+  });
+
+  test("the §5.7 masked 'Hello' payload", () => {
+    const data = new TextEncoder().encode("Hello");
+    applyMask(data, KEY);
+    assert.deepEqual(data, bytes(0x7f, 0x9f, 0x4d, 0x51, 0x58));
+  });
+});
+
+describe("unmaskInto", () => {
+  test("writes the unmasked copy at dstOffset and never changes src", () => {
+    for (const length of [0, 1, 7, 32, 33, 100, 300]) {
+      for (let dstOffset = 0; dstOffset < 5; dstOffset++) {
+        for (let offset = 0; offset < 4; offset++) {
+          const src = pattern(length, 9);
+          const srcBefore = src.slice();
+          const dst = new Uint8Array(dstOffset + length + 3).fill(0xee);
+          unmaskInto(src, dst, dstOffset, KEY, offset);
+          assert.deepEqual(src, srcBefore, "src must not change");
+          const expected = new Uint8Array(dst.length).fill(0xee);
+          expected.set(naiveMask(srcBefore, KEY, offset), dstOffset);
+          assert.deepEqual(
+            dst,
+            expected,
+            `length ${length}, dstOffset ${dstOffset}, offset ${offset}`,
+          );
+        }
+      }
+    }
+  });
+
+  test("never changes src when src is an unaligned view", () => {
+    const backing = pattern(130, 1);
+    const src = backing.subarray(1, 129);
+    const before = backing.slice();
+    const dst = new Uint8Array(128);
+    unmaskInto(src, dst, 0, KEY, 1);
+    assert.deepEqual(backing, before);
+    assert.deepEqual(dst, naiveMask(src, KEY, 1));
+  });
+
+  test("a null mask copies as is", () => {
+    const src = pattern(50);
+    const dst = new Uint8Array(52);
+    unmaskInto(src, dst, 2, null);
+    assert.deepEqual(dst.subarray(2), src);
+    assert.deepEqual(dst.subarray(0, 2), bytes(0, 0));
+  });
+});
+
+describe("nextMaskKey", () => {
+  test("returns 4-byte keys that vary from call to call", () => {
+    const seen = new Set<string>();
+    // Enough calls to cross the 4 KiB random pool more than once.
+    for (let i = 0; i < 3000; i++) {
+      const key = nextMaskKey();
+      assert.equal(key.length, 4);
+      seen.add(hex(key));
+    }
+    // 3000 draws from 2^32 keys: a handful of collisions at most.
+    assert.ok(seen.size > 2990, `only ${seen.size} distinct keys in 3000`);
+  });
+
+  test("a key taken earlier keeps its value after later calls", () => {
+    const key = nextMaskKey();
+    const copy = key.slice();
+    for (let i = 0; i < 2000; i++) nextMaskKey();
+    assert.deepEqual(key, copy);
+  });
+});
