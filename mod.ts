@@ -1,0 +1,70 @@
+/**
+ * Sluice: RFC 6455 WebSockets for Deno and Bun, on web-standard streams.
+ *
+ * - {@linkcode serve} starts a server; each connection is a
+ *   {@linkcode WebSocketConnection} with the browser's `WebSocket` surface and
+ *   a `WebSocketStream`-style `readable`/`writable`/`closed` view.
+ * - The sans-I/O protocol core ({@linkcode WebSocketProtocol},
+ *   {@linkcode FrameParser}, handshake helpers) is exported for custom
+ *   transports and tests.
+ *
+ * @example An echo server
+ * ```ts
+ * import { serve } from "@sluice/ws";
+ *
+ * const server = await serve({ port: 8080 }, {
+ *   message(ws, data) {
+ *     ws.send(data);
+ *   },
+ * });
+ * console.log(`Listening on ${server.url}`);
+ * await server.shutdown();
+ * ```
+ *
+ * @module
+ */
+
+export {
+  type ConnectionHandler,
+  type ProtocolSelector,
+  serve,
+  type ServeOptions,
+  type Server,
+  type UpgradeDecision,
+  type UpgradeRequestInfo,
+} from "./src/server.ts";
+export {
+  type BinaryType,
+  type CloseInfo,
+  type Message,
+  type SendData,
+  WebSocketConnection,
+  type WebSocketHandlers,
+} from "./src/websocket.ts";
+export { HandshakeError, WebSocketError, type WebSocketErrorCode } from "./src/protocol/errors.ts";
+export {
+  CloseCode,
+  type ClosePayload,
+  encodeClosePayload,
+  isValidWireCloseCode,
+  parseClosePayload,
+} from "./src/protocol/close_codes.ts";
+export { Opcode } from "./src/protocol/opcodes.ts";
+export {
+  type MessageCodec,
+  type ProtocolHandler,
+  type ProtocolOptions,
+  ReadyState,
+  WebSocketProtocol,
+} from "./src/protocol/connection.ts";
+export {
+  encodeFrame,
+  type EncodeFrameOptions,
+  type Frame,
+  type FrameHandler,
+  type FrameHeader,
+  FrameParser,
+  type FrameParserOptions,
+} from "./src/protocol/frame.ts";
+export { acceptKey, generateKey } from "./src/protocol/handshake.ts";
+export type { NetAddress } from "./src/runtime/transport.ts";
