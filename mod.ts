@@ -33,6 +33,7 @@ export {
   type UpgradeDecision,
   type UpgradeRequestInfo,
 } from "./src/server.ts";
+export { connect, type ConnectOptions, WebSocket } from "./src/client.ts";
 export {
   type BinaryType,
   type CloseInfo,

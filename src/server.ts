@@ -341,17 +341,13 @@ export async function serve<Data = undefined>(
       }
       const response = buildUpgradeResponse(accept, { protocol, headers: extraHeaders });
       const ws = new WebSocketConnection<Data>({
-        transport,
         role: "server",
         url: upgrade.url.href.replace(/^http/, "ws"),
-        protocol,
-        extensions: "",
         maxMessageSize,
         maxFrameSize,
         closeTimeout,
         maxBufferedAmount,
         binaryType: options.binaryType ?? "arraybuffer",
-        codec: null,
         data,
         handlers,
         onFinish: (conn) => {
@@ -361,7 +357,10 @@ export async function serve<Data = undefined>(
       });
       connections.add(ws);
       await transport.write(response);
-      ws._start(rest);
+      ws._start(
+        { transport, protocol, extensions: "", headers: request.headers, codec: null },
+        rest,
+      );
     } catch (err) {
       clearTimeout(timer);
       handshaking.delete(transport);

@@ -65,21 +65,26 @@ export interface WebSocketHandlers<Data = unknown> {
 
 /** Internal construction options; users get connections from `serve()` or `connect()`. */
 export interface ConnectionInit<Data> {
-  transport: Transport;
   role: "server" | "client";
   url: string;
-  protocol: string;
-  extensions: string;
   maxMessageSize: number;
   maxFrameSize: number;
   closeTimeout: number;
   maxBufferedAmount: number;
   binaryType: BinaryType;
-  codec: MessageCodec | null;
   data: Data;
   handlers?: WebSocketHandlers<Data>;
   /** Called once when the connection is fully closed. */
   onFinish?: (ws: WebSocketConnection<Data>) => void;
+}
+
+/** What the handshake settled, handed to a connection as it opens. */
+export interface AttachInit {
+  transport: Transport;
+  protocol: string;
+  extensions: string;
+  headers: Headers;
+  codec: MessageCodec | null;
 }
 
 /** Writes coalesced up to this many bytes into one buffer; beyond, chunks go as they are. */
@@ -152,10 +157,6 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
 
   /** The URL of the connection (`ws:` or `wss:`). */
   readonly url: string;
-  /** The negotiated subprotocol, or `""`. */
-  readonly protocol: string;
-  /** The negotiated extensions, or `""`. */
-  readonly extensions: string;
   /** Per-connection data attached by the server's `onUpgrade` hook. */
   data: Data;
   /** How binary messages appear in `message` events. */
@@ -170,8 +171,14 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
   /** Called on `close` events. */
   onclose: ((this: WebSocketConnection<Data>, ev: CloseEvent) => unknown) | null = null;
 
-  #transport: Transport;
-  #protocol: WebSocketProtocol;
+  #transport!: Transport;
+  #protocol!: WebSocketProtocol;
+  #attached = false;
+  #abortConnecting: (() => void) | null = null;
+  #init: ConnectionInit<Data>;
+  #subprotocol = "";
+  #extensions = "";
+  #headers = new Headers();
   #role: "server" | "client";
   #handlers: WebSocketHandlers<Data> | undefined;
   #onFinish: ((ws: WebSocketConnection<Data>) => void) | undefined;
@@ -207,36 +214,41 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
   /** @internal Connections are made by `serve()` and `connect()`. */
   constructor(init: ConnectionInit<Data>) {
     super();
-    this.#transport = init.transport;
+    this.#init = init;
     this.#role = init.role;
     this.url = init.url;
-    this.protocol = init.protocol;
-    this.extensions = init.extensions;
     this.data = init.data;
     this.binaryType = init.binaryType;
     this.#handlers = init.handlers;
     this.#onFinish = init.onFinish;
     this.#closeTimeout = init.closeTimeout;
     this.#maxBufferedAmount = init.maxBufferedAmount;
-    const handler: ProtocolHandler = {
-      text: (data) => this.#deliver(data),
-      binary: (data) => this.#deliver(data),
-      ping: (payload) => this.#handlers?.ping?.(this, payload),
-      pong: (payload) => this.#handlers?.pong?.(this, payload),
-    };
-    this.#protocol = new WebSocketProtocol({
-      role: init.role,
-      maxMessageSize: init.maxMessageSize,
-      maxFrameSize: init.maxFrameSize,
-      codec: init.codec,
-    }, handler);
     this.#closed = new Promise((resolve) => (this.#resolveClosed = resolve));
     this.#origin = URL.canParse(init.url) ? new URL(init.url).origin : "";
+  }
+
+  /** The negotiated subprotocol, or `""`. */
+  get protocol(): string {
+    return this.#subprotocol;
+  }
+
+  /** The negotiated extensions, or `""`. */
+  get extensions(): string {
+    return this.#extensions;
+  }
+
+  /**
+   * The handshake's headers from the other side: on a server, the client's
+   * request headers; on a client, the server's response headers.
+   */
+  get handshakeHeaders(): Headers {
+    return this.#headers;
   }
 
   /** The WHATWG ready state: 0 connecting, 1 open, 2 closing, 3 closed. */
   get readyState(): number {
     if (this.#finished) return ReadyState.CLOSED;
+    if (!this.#attached) return ReadyState.CONNECTING;
     const state = this.#protocol.state;
     // CLOSED in the protocol means "close frames exchanged": the socket may still be open.
     return state === ReadyState.CLOSED ? ReadyState.CLOSING : state;
@@ -244,13 +256,14 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
 
   /** Bytes queued by `send()` and not yet handed to the kernel. */
   get bufferedAmount(): number {
+    if (!this.#attached) return this.#blobBytes;
     return this.#protocol.outputBytes + this.#inFlight + this.#transport.bufferedAmount +
       this.#blobBytes;
   }
 
   /** The peer's address. */
-  get remoteAddr(): NetAddress {
-    return this.#transport.remoteAddr;
+  get remoteAddr(): NetAddress | null {
+    return this.#attached ? this.#transport.remoteAddr : null;
   }
 
   /** Resolves once the connection is closed, with the close code and reason. Never rejects. */
@@ -298,7 +311,7 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
     if (this.#writable === null) {
       this.#writable = new WritableStream<SendData>({
         write: (chunk) => {
-          if (this.#protocol.state !== ReadyState.OPEN) {
+          if (this.readyState !== ReadyState.OPEN) {
             throw new TypeError("The WebSocket is closing or closed");
           }
           this.send(chunk);
@@ -318,7 +331,7 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
    * with 1008 instead of growing without bound.
    */
   send(data: SendData): void {
-    if (this.#protocol.state === ReadyState.CONNECTING) {
+    if (!this.#attached) {
       throw new DOMException("The WebSocket is still connecting", "InvalidStateError");
     }
     if (this.#blobChain !== null || data instanceof Blob) {
@@ -333,12 +346,18 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
 
   /** Sends a ping (payload at most 125 bytes). */
   ping(payload: string | Uint8Array = new Uint8Array(0)): void {
+    if (!this.#attached) {
+      throw new DOMException("The WebSocket is still connecting", "InvalidStateError");
+    }
     const bytes = typeof payload === "string" ? new TextEncoder().encode(payload) : payload;
     if (this.#protocol.ping(bytes)) this.#afterSend();
   }
 
   /** Sends an unsolicited pong, a one-way heartbeat (payload at most 125 bytes). */
   pong(payload: Uint8Array = new Uint8Array(0)): void {
+    if (!this.#attached) {
+      throw new DOMException("The WebSocket is still connecting", "InvalidStateError");
+    }
     if (this.#protocol.pong(payload)) this.#afterSend();
   }
 
@@ -368,7 +387,21 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
 
   /** Closes the socket at once, without a closing handshake. */
   terminate(): void {
-    this.#closeTransport();
+    if (this.#attached) this.#closeTransport();
+    else this.#close(undefined, "");
+  }
+
+  /** @internal Registers how to abort a handshake in progress (client side). */
+  _onAbort(abort: () => void): void {
+    this.#abortConnecting = abort;
+  }
+
+  /** @internal The opening handshake failed: error, then close with 1006. */
+  _failConnecting(error: Error): void {
+    if (this.#finished || this.#attached) return;
+    this.#failure = error;
+    this.#emitError(error);
+    this.#finish();
   }
 
   override addEventListener(
@@ -400,9 +433,30 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
    * @internal Starts the connection: fires `open`, feeds bytes that arrived
    * with the handshake, and runs the read loop.
    */
-  _start(initial: Uint8Array | null): void {
-    if (this.#started) return;
+  _start(attach: AttachInit, initial: Uint8Array | null): void {
+    if (this.#started || this.#finished) return;
     this.#started = true;
+    const init = this.#init;
+    this.#transport = attach.transport;
+    this.#subprotocol = attach.protocol;
+    this.#extensions = attach.extensions;
+    this.#headers = attach.headers;
+    this.#attached = true;
+    this.#abortConnecting = null;
+    this.#protocol = new WebSocketProtocol(
+      {
+        role: init.role,
+        maxMessageSize: init.maxMessageSize,
+        maxFrameSize: init.maxFrameSize,
+        codec: attach.codec,
+      },
+      {
+        text: (data) => this.#deliver(data),
+        binary: (data) => this.#deliver(data),
+        ping: (payload) => this.#handlers?.ping?.(this, payload),
+        pong: (payload) => this.#handlers?.pong?.(this, payload),
+      } satisfies ProtocolHandler,
+    );
     try {
       const opened = this.#handlers?.open?.(this);
       if (opened instanceof Promise) opened.catch((err) => this.#handlerFailed(err));
@@ -504,6 +558,15 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
   }
 
   #close(code: number | undefined, reason: string): void {
+    if (!this.#attached) {
+      // Closing before the handshake completed aborts it (WHATWG: fail the connection).
+      if (this.#finished) return;
+      const abort = this.#abortConnecting;
+      this.#abortConnecting = null;
+      abort?.();
+      this._failConnecting(new Error("WebSocket was closed before the connection was established"));
+      return;
+    }
     const protocol = this.#protocol;
     if (protocol.state !== ReadyState.OPEN) return;
     if (this.#blobChain !== null) {
@@ -672,7 +735,7 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
   }
 
   #closeTransport(): void {
-    if (this.#transportClosed) return;
+    if (this.#transportClosed || !this.#attached) return;
     this.#transportClosed = true;
     if (this.#closeTimer !== undefined) {
       clearTimeout(this.#closeTimer);
@@ -704,11 +767,11 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
   #finish(): void {
     if (this.#finished) return;
     this.#finished = true;
-    const protocol = this.#protocol;
+    const protocol = this.#attached ? this.#protocol : null;
     const info: CloseInfo = {
-      closeCode: protocol.closeCode,
-      reason: protocol.closeReason,
-      wasClean: protocol.wasClean,
+      closeCode: protocol?.closeCode ?? CloseCode.Abnormal,
+      reason: protocol?.closeReason ?? "",
+      wasClean: protocol?.wasClean ?? false,
     };
     this.#endReadable();
     this.#resolveClosed(info);

@@ -1,0 +1,328 @@
+/**
+ * The WebSocket client: `connect()` for `ws://` and `wss://` URLs, and a
+ * `WebSocket` class with the browser's constructor, on Deno and Bun.
+ *
+ * @module
+ */
+
+import type { Transport } from "./runtime/transport.ts";
+import { currentRuntime } from "./runtime/mod.ts";
+import { HeadReader, parseResponseHead } from "./protocol/http.ts";
+import { buildClientRequest, generateKey, validateServerResponse } from "./protocol/handshake.ts";
+import { HandshakeError } from "./protocol/errors.ts";
+import { isToken } from "./protocol/http.ts";
+import { type BinaryType, WebSocketConnection, type WebSocketHandlers } from "./websocket.ts";
+
+/** Options for {@linkcode connect} and the {@linkcode WebSocket} class. */
+export interface ConnectOptions<Data = unknown> {
+  /** Subprotocols to offer, in order of preference. */
+  protocols?: string | string[];
+  /** Extra request headers, e.g. `Authorization` or `Cookie`. */
+  headers?: HeadersInit;
+  /** The `Origin` header to send. @default none */
+  origin?: string;
+  /** Aborting it aborts the handshake, or closes the connection (1000) once open. */
+  signal?: AbortSignal;
+  /** Milliseconds the whole opening handshake may take. @default {10000} */
+  handshakeTimeout?: number;
+  /** Largest message in bytes; larger ones fail the connection with 1009. @default {16777216} */
+  maxMessageSize?: number;
+  /** Largest single frame in bytes. @default {maxMessageSize} */
+  maxFrameSize?: number;
+  /** Largest response head in bytes. @default {65536} */
+  maxHandshakeSize?: number;
+  /** Milliseconds to wait for the server's close frame and EOF after closing. @default {5000} */
+  closeTimeout?: number;
+  /** Bytes of unsent output before the connection is dropped. @default {67108864} */
+  maxBufferedAmount?: number;
+  /** Extra CA certificates (PEM) to trust for `wss://`, e.g. a private CA. */
+  caCerts?: string[];
+  /**
+   * How many HTTP redirects (301, 302, 303, 307, 308) to follow. Never from
+   * `wss:` to `ws:`. @default {0}
+   */
+  maxRedirects?: number;
+  /** How binary messages appear in `message` events. @default {"arraybuffer"} */
+  binaryType?: BinaryType;
+  /** Callbacks, as on the server. */
+  handlers?: WebSocketHandlers<Data>;
+  /** Value for `ws.data`. */
+  data?: Data;
+}
+
+const REDIRECTS = [301, 302, 303, 307, 308];
+
+/** Normalises a WebSocket URL as the WHATWG constructor does (http→ws, no fragment). */
+function parseUrl(input: string | URL): URL {
+  let url: URL;
+  try {
+    url = new URL(input);
+  } catch {
+    throw new DOMException(`Invalid WebSocket URL: ${input}`, "SyntaxError");
+  }
+  if (url.protocol === "http:") url.protocol = "ws:";
+  else if (url.protocol === "https:") url.protocol = "wss:";
+  if (url.protocol !== "ws:" && url.protocol !== "wss:") {
+    throw new DOMException(
+      `WebSocket URL must use ws: or wss:, got ${url.protocol}`,
+      "SyntaxError",
+    );
+  }
+  if (url.hash !== "") {
+    throw new DOMException("WebSocket URL must not have a fragment", "SyntaxError");
+  }
+  return url;
+}
+
+function normaliseProtocols(protocols: string | string[] | undefined): string[] {
+  const list = protocols === undefined
+    ? []
+    : typeof protocols === "string"
+    ? [protocols]
+    : protocols;
+  const seen = new Set<string>();
+  for (const protocol of list) {
+    if (!isToken(protocol)) {
+      throw new DOMException(`Invalid subprotocol ${JSON.stringify(protocol)}`, "SyntaxError");
+    }
+    if (seen.has(protocol)) {
+      throw new DOMException(`Subprotocol ${protocol} is listed twice`, "SyntaxError");
+    }
+    seen.add(protocol);
+  }
+  return list;
+}
+
+interface Handshaken {
+  transport: Transport;
+  protocol: string;
+  extensions: string;
+  headers: Headers;
+  rest: Uint8Array;
+}
+
+const textDecoder = new TextDecoder();
+
+/** Runs the opening handshake over a fresh transport, following redirects if asked. */
+async function openHandshake(
+  url: URL,
+  protocols: string[],
+  options: ConnectOptions<unknown>,
+  registerTransport: (t: Transport | null) => void,
+): Promise<Handshaken> {
+  let redirects = options.maxRedirects ?? 0;
+  const extraHeaders = new Headers(options.headers);
+  for (;;) {
+    const secure = url.protocol === "wss:";
+    const hostname = url.hostname.replace(/^\[|\]$/g, "");
+    const port = url.port !== "" ? Number(url.port) : secure ? 443 : 80;
+    const transport = await currentRuntime().connect({
+      hostname,
+      port,
+      tls: secure ? { serverName: hostname, caCerts: options.caCerts } : undefined,
+    });
+    registerTransport(transport);
+    try {
+      const key = generateKey();
+      await transport.write(buildClientRequest(url, {
+        key,
+        protocols,
+        origin: options.origin,
+        headers: extraHeaders,
+      }));
+      const reader = new HeadReader(options.maxHandshakeSize ?? 64 * 1024);
+      let result = null;
+      while (result === null) {
+        const chunk = await transport.read();
+        if (chunk === null) {
+          throw new HandshakeError(0, "Server closed the connection during the opening handshake");
+        }
+        result = reader.push(chunk);
+      }
+      const response = parseResponseHead(result.head);
+      const location = response.headers.get("location");
+      if (REDIRECTS.includes(response.status) && location !== null && redirects > 0) {
+        redirects--;
+        const next = new URL(location, url.href.replace(/^ws/, "http"));
+        const target = parseUrl(next);
+        if (secure && target.protocol === "ws:") {
+          throw new HandshakeError(
+            response.status,
+            "Refusing to follow a redirect from wss: to ws:",
+          );
+        }
+        transport.close();
+        url = target;
+        continue;
+      }
+      const body = response.status === 101 ? "" : textDecoder.decode(result.rest.subarray(0, 512));
+      const agreed = await validateServerResponse(response, { key, protocols, body });
+      if (agreed.extensions !== "") {
+        throw new HandshakeError(
+          101,
+          `Server accepted extensions the client did not offer: ${agreed.extensions}`,
+          response.headers,
+        );
+      }
+      return {
+        transport,
+        protocol: agreed.protocol,
+        extensions: agreed.extensions,
+        headers: response.headers,
+        rest: result.rest,
+      };
+    } catch (err) {
+      transport.close();
+      throw err;
+    }
+  }
+}
+
+function makeConnection<Data>(
+  url: URL,
+  options: ConnectOptions<Data>,
+  binaryType: BinaryType,
+): WebSocketConnection<Data> {
+  const maxMessageSize = options.maxMessageSize ?? 16 * 1024 * 1024;
+  return new WebSocketConnection<Data>({
+    role: "client",
+    url: url.href,
+    maxMessageSize,
+    maxFrameSize: options.maxFrameSize ?? maxMessageSize,
+    closeTimeout: options.closeTimeout ?? 5_000,
+    maxBufferedAmount: options.maxBufferedAmount ?? 64 * 1024 * 1024,
+    binaryType,
+    data: options.data as Data,
+    handlers: options.handlers,
+  });
+}
+
+/**
+ * Runs the handshake for `ws` and starts it; on failure, fails it with the
+ * error and rethrows. Handles the timeout and abort signal.
+ */
+async function establish<Data>(
+  ws: WebSocketConnection<Data>,
+  url: URL,
+  protocols: string[],
+  options: ConnectOptions<Data>,
+): Promise<void> {
+  let transport: Transport | null = null;
+  let abortedWith: Error | null = null;
+  const abort = (error: Error) => {
+    abortedWith ??= error;
+    transport?.close();
+  };
+  const timeout = options.handshakeTimeout ?? 10_000;
+  const timer = setTimeout(
+    () => abort(new HandshakeError(0, `Opening handshake timed out after ${timeout} ms`)),
+    timeout,
+  );
+  const onAbort = () => abort(new DOMException("The connection was aborted", "AbortError"));
+  options.signal?.addEventListener("abort", onAbort, { once: true });
+  ws._onAbort(() => abort(new Error("WebSocket was closed before the connection was established")));
+  try {
+    if (options.signal?.aborted) throw new DOMException("The connection was aborted", "AbortError");
+    const done = await openHandshake(url, protocols, options, (t) => {
+      transport = t;
+      if (abortedWith !== null) t?.close();
+    });
+    if (abortedWith !== null) {
+      done.transport.close();
+      throw abortedWith;
+    }
+    ws._start({
+      transport: done.transport,
+      protocol: done.protocol,
+      extensions: done.extensions,
+      headers: done.headers,
+      codec: null,
+    }, done.rest);
+    options.signal?.addEventListener("abort", () => ws.close(1000), { once: true });
+  } catch (err) {
+    const error = abortedWith ?? (err instanceof Error ? err : new Error(String(err)));
+    ws._failConnecting(error);
+    throw error;
+  } finally {
+    clearTimeout(timer);
+    options.signal?.removeEventListener("abort", onAbort);
+  }
+}
+
+/**
+ * Opens a client connection to a `ws://` or `wss://` URL. Resolves once the
+ * opening handshake succeeded; rejects with a {@linkcode HandshakeError}
+ * naming the problem otherwise (status other than 101, wrong accept key,
+ * unoffered subprotocol, timeout), or with the socket's error.
+ *
+ * @example Custom headers and the server's response headers
+ * ```ts
+ * import { connect, serve } from "@sluice/ws";
+ * const server = await serve({ port: 0, hostname: "127.0.0.1" }, (ws) => ws.send("hi"));
+ * const ws = await connect(server.url, { headers: { Authorization: "Bearer token" } });
+ * console.log(ws.handshakeHeaders.get("sec-websocket-accept"));
+ * for await (const message of ws.readable) {
+ *   console.log(message); // "hi"
+ *   break;
+ * }
+ * await server.shutdown();
+ * ```
+ */
+export async function connect<Data = undefined>(
+  url: string | URL,
+  options: ConnectOptions<Data> = {},
+): Promise<WebSocketConnection<Data>> {
+  const target = parseUrl(url);
+  const protocols = normaliseProtocols(options.protocols);
+  const ws = makeConnection(target, options, options.binaryType ?? "arraybuffer");
+  // The caller learns of failure through the rejection, not error events.
+  await establish(ws, target, protocols, options);
+  return ws;
+}
+
+/**
+ * A drop-in for the browser's `WebSocket`: `new WebSocket(url, protocols)`
+ * connects in the background and fires `open`, `message`, `error` and `close`
+ * events. It also has Sluice's extras: `readable`/`writable`/`closed`,
+ * `ping()`, and options as a third argument.
+ *
+ * @example Browser-style code, unchanged
+ * ```ts
+ * import { serve, WebSocket } from "@sluice/ws";
+ * const server = await serve({ port: 0, hostname: "127.0.0.1" }, {
+ *   message: (ws, data) => ws.send(data),
+ * });
+ * const ws = new WebSocket(server.url, "chat");
+ * ws.onopen = () => ws.send("hello");
+ * ws.onmessage = (event) => {
+ *   console.log(event.data);
+ *   ws.close();
+ * };
+ * await ws.closed;
+ * await server.shutdown();
+ * ```
+ */
+export class WebSocket extends WebSocketConnection<undefined> {
+  /**
+   * Connects to `url`, offering `protocols`. Throws `SyntaxError` for an
+   * invalid URL or subprotocol list, as browsers do.
+   */
+  constructor(url: string | URL, protocols?: string | string[], options: ConnectOptions = {}) {
+    const target = parseUrl(url);
+    const list = normaliseProtocols(protocols ?? options.protocols);
+    const maxMessageSize = options.maxMessageSize ?? 16 * 1024 * 1024;
+    super({
+      role: "client",
+      url: target.href,
+      maxMessageSize,
+      maxFrameSize: options.maxFrameSize ?? maxMessageSize,
+      closeTimeout: options.closeTimeout ?? 5_000,
+      maxBufferedAmount: options.maxBufferedAmount ?? 64 * 1024 * 1024,
+      binaryType: options.binaryType ?? "blob",
+      data: undefined,
+      handlers: options.handlers as WebSocketHandlers<undefined> | undefined,
+    });
+    // Failures surface as error and close events, as in browsers.
+    establish(this, target, list, options as ConnectOptions<undefined>).catch(() => {});
+  }
+}
