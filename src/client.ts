@@ -104,10 +104,10 @@ interface Handshaken {
 const textDecoder = new TextDecoder();
 
 /** Runs the opening handshake over a fresh transport, following redirects if asked. */
-async function openHandshake(
+async function openHandshake<Data>(
   url: URL,
   protocols: string[],
-  options: ConnectOptions<unknown>,
+  options: ConnectOptions<Data>,
   registerTransport: (t: Transport | null) => void,
 ): Promise<Handshaken> {
   let redirects = options.maxRedirects ?? 0;
