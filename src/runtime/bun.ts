@@ -1,0 +1,422 @@
+/**
+ * The Bun adapter: `Bun.listen`/`Bun.connect` callback sockets turned into
+ * pull-based {@linkcode Transport}s.
+ *
+ * Bun pushes data at us; a transport queues it and pauses the socket once the
+ * queue holds more than {@linkcode READ_HIGH_WATER_MARK} bytes, so a consumer
+ * that stops reading makes the kernel's TCP window push back on the peer.
+ * Writes that the kernel does not take at once wait, in order, for `drain`.
+ *
+ * `@types/bun` is deliberately not a dependency (the file must type-check
+ * under `deno check`), so the few Bun types used are declared below, and
+ * `Bun` is only reached inside functions: both adapters get imported on both
+ * runtimes.
+ *
+ * @module
+ */
+
+import type {
+  ConnectOptions,
+  Listener,
+  ListenOptions,
+  NetAddress,
+  RuntimeAdapter,
+  Transport,
+} from "./transport.ts";
+
+/** Queued, unread bytes above which the socket is paused. */
+const READ_HIGH_WATER_MARK = 64 * 1024;
+
+/** The part of Bun's `Socket` this adapter uses. */
+interface BunSocket {
+  data: BunTransport | undefined;
+  readonly localAddress: string;
+  readonly localPort: number;
+  readonly remoteAddress: string;
+  readonly remotePort: number;
+  /** Bytes taken by the kernel (may be fewer than asked), or -1 when closed. */
+  write(data: Uint8Array, byteOffset?: number, byteLength?: number): number;
+  /** Flushes and closes; Bun runs the `close` handler synchronously. */
+  end(): void;
+  pause(): void;
+  resume(): void;
+  setNoDelay(noDelay?: boolean): boolean;
+}
+
+interface BunSocketHandler {
+  open(socket: BunSocket): void;
+  data(socket: BunSocket, data: Uint8Array): void;
+  drain(socket: BunSocket): void;
+  end(socket: BunSocket): void;
+  close(socket: BunSocket, error?: Error): void;
+  error(socket: BunSocket, error: Error): void;
+  handshake(socket: BunSocket, success: boolean, authorizationError: Error | null): void;
+  connectError(socket: BunSocket, error: Error): void;
+}
+
+interface BunListener {
+  readonly hostname: string;
+  readonly port: number;
+  stop(closeActiveConnections?: boolean): void;
+}
+
+interface BunApi {
+  listen(options: {
+    hostname: string;
+    port: number;
+    tls?: { cert: string; key: string };
+    socket: BunSocketHandler;
+  }): BunListener;
+  connect(options: {
+    hostname: string;
+    port: number;
+    tls?: { ca?: string[]; serverName?: string; rejectUnauthorized: boolean };
+    socket: BunSocketHandler;
+  }): Promise<BunSocket>;
+}
+
+function bun(): BunApi {
+  return (globalThis as unknown as { Bun: BunApi }).Bun;
+}
+
+/** One write the kernel has not fully taken yet. */
+interface PendingWrite {
+  data: Uint8Array;
+  offset: number;
+  resolve: () => void;
+  reject: (error: Error) => void;
+}
+
+/**
+ * Called once a transport is usable (after `open`, or after the TLS
+ * handshake), or with an error when a TLS handshake failed.
+ */
+type ReadyCallback = (transport: BunTransport, error?: Error) => void;
+
+/** Which side a set of socket handlers serves. */
+interface HandlerOptions {
+  /** The sockets speak TLS: hand them out only after the handshake. */
+  tls: boolean;
+  /** Client sockets verify the server; server sockets ask for no client certificate. */
+  client: boolean;
+}
+
+function closedError(): Error {
+  return new Error("Cannot write: the connection is closed.");
+}
+
+/** A Bun socket behind a bounded read queue and an ordered write queue. */
+class BunTransport implements Transport {
+  /**
+   * Socket handlers shared by every socket of one listener or connect call.
+   * They live in the class so they can reach the transport's private state.
+   */
+  static handlers(onReady: ReadyCallback, options: HandlerOptions): BunSocketHandler {
+    const { tls, client } = options;
+    return {
+      open(socket) {
+        // A TLS socket is only handed out after its handshake: before it,
+        // Bun silently takes nothing (write returns 0).
+        const transport = new BunTransport(socket, tls ? onReady : undefined);
+        socket.data = transport;
+        socket.setNoDelay(true);
+        if (!tls) onReady(transport);
+      },
+      handshake(socket, success, authorizationError) {
+        const transport = socket.data;
+        if (transport === undefined) return;
+        // On a server, authorizationError only says that the client sent no
+        // certificate, which we never ask for.
+        const error = success ? (client ? authorizationError : null) : authorizationError;
+        if (success && error === null) {
+          transport.#ready(undefined);
+          return;
+        }
+        transport.#ready(
+          new Error(`TLS handshake failed: ${error?.message ?? "unknown error"}`, { cause: error }),
+        );
+        transport.close();
+      },
+      // data and drain only ever follow open, which sets socket.data.
+      data(socket, data) {
+        socket.data!.#push(data);
+      },
+      drain(socket) {
+        socket.data!.#flush();
+      },
+      end(socket) {
+        const transport = socket.data;
+        if (transport !== undefined) transport.#onEnd();
+      },
+      close(socket, error) {
+        const transport = socket.data;
+        if (transport !== undefined) transport.#onClose(error);
+      },
+      error(socket, error) {
+        const transport = socket.data;
+        if (transport !== undefined) transport.#onError(error);
+      },
+      connectError() {
+        // Bun.connect() rejects with the same error.
+      },
+    };
+  }
+
+  readonly localAddr: NetAddress;
+  readonly remoteAddr: NetAddress;
+  #socket: BunSocket;
+  #chunks: Uint8Array[] = [];
+  #queued = 0;
+  #paused = false;
+  /** The peer ended its side, or the socket closed. */
+  #eof = false;
+  #error: Error | undefined;
+  #closed = false;
+  #waiter: PromiseWithResolvers<Uint8Array | null> | undefined;
+  #writes: PendingWrite[] = [];
+  #buffered = 0;
+  /** Set while a TLS handshake is in progress. */
+  #onReady: ReadyCallback | undefined;
+
+  constructor(socket: BunSocket, onReady: ReadyCallback | undefined) {
+    this.#socket = socket;
+    this.#onReady = onReady;
+    this.localAddr = { hostname: socket.localAddress, port: socket.localPort };
+    this.remoteAddr = { hostname: socket.remoteAddress, port: socket.remotePort };
+  }
+
+  get bufferedAmount(): number {
+    return this.#buffered;
+  }
+
+  read(): Promise<Uint8Array | null> {
+    const chunk = this.#chunks.shift();
+    if (chunk !== undefined) {
+      this.#queued -= chunk.byteLength;
+      if (this.#paused && this.#queued < READ_HIGH_WATER_MARK) {
+        this.#paused = false;
+        this.#socket.resume();
+      }
+      return Promise.resolve(chunk);
+    }
+    if (this.#closed) return Promise.resolve(null);
+    if (this.#error !== undefined) return Promise.reject(this.#error);
+    if (this.#eof) return Promise.resolve(null);
+    this.#waiter = Promise.withResolvers();
+    return this.#waiter.promise;
+  }
+
+  /** Reports the end of the TLS handshake, once. */
+  #ready(error: Error | undefined): void {
+    const onReady = this.#onReady;
+    if (onReady === undefined) return;
+    this.#onReady = undefined;
+    onReady(this, error);
+  }
+
+  #push(chunk: Uint8Array): void {
+    if (this.#closed) return;
+    const waiter = this.#waiter;
+    if (waiter !== undefined) {
+      // The queue is empty whenever a read waits: hand the chunk over directly.
+      this.#waiter = undefined;
+      waiter.resolve(chunk);
+      return;
+    }
+    // Bun hands out a fresh buffer per callback, so queueing it is safe.
+    this.#chunks.push(chunk);
+    this.#queued += chunk.byteLength;
+    if (!this.#paused && this.#queued > READ_HIGH_WATER_MARK) {
+      this.#paused = true;
+      this.#socket.pause();
+    }
+  }
+
+  #settleWaiter(): void {
+    const waiter = this.#waiter;
+    if (waiter === undefined) return;
+    this.#waiter = undefined;
+    if (this.#error !== undefined && !this.#closed) waiter.reject(this.#error);
+    else waiter.resolve(null);
+  }
+
+  #onEnd(): void {
+    this.#eof = true;
+    this.#settleWaiter();
+  }
+
+  #onError(error: Error): void {
+    this.#error ??= error;
+    this.#failWrites(error);
+    this.#settleWaiter();
+  }
+
+  #onClose(error?: Error): void {
+    this.#ready(new Error("Connection closed during the TLS handshake.", { cause: error }));
+    if (error !== undefined) this.#error ??= error;
+    this.#eof = true;
+    this.#failWrites(error ?? closedError());
+    this.#settleWaiter();
+  }
+
+  write(data: Uint8Array): Promise<void> | undefined {
+    if (this.#closed) throw closedError();
+    let offset = 0;
+    // Queued writes go first, so a new one must wait behind them.
+    if (this.#writes.length === 0) {
+      offset = this.#socket.write(data);
+      if (offset === data.byteLength) return undefined;
+      if (offset < 0) throw closedError();
+    }
+    const { promise, resolve, reject } = Promise.withResolvers<void>();
+    this.#writes.push({ data, offset, resolve, reject });
+    this.#buffered += data.byteLength - offset;
+    return promise;
+  }
+
+  /** Writes queued data in order until the kernel stops taking it. */
+  #flush(): void {
+    const writes = this.#writes;
+    while (writes.length > 0) {
+      const pending = writes[0];
+      const rest = pending.data.byteLength - pending.offset;
+      const n = this.#socket.write(pending.data, pending.offset, rest);
+      if (n < 0) {
+        this.#failWrites(closedError());
+        return;
+      }
+      this.#buffered -= n;
+      if (n < rest) {
+        pending.offset += n;
+        return; // Wait for the next drain.
+      }
+      writes.shift();
+      pending.resolve();
+    }
+  }
+
+  #failWrites(error: Error): void {
+    const writes = this.#writes;
+    if (writes.length === 0) return;
+    this.#writes = [];
+    this.#buffered = 0;
+    for (const pending of writes) pending.reject(error);
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#chunks = [];
+    this.#queued = 0;
+    this.#failWrites(closedError());
+    this.#settleWaiter();
+    try {
+      // end() hands whatever the kernel already holds to the peer, then
+      // closes: the same as close(2) on Deno.
+      this.#socket.end();
+    } catch {
+      // Already closed.
+    }
+  }
+}
+
+/** A Bun listener with an accept queue fed by the socket handlers. */
+class BunListenerImpl implements Listener {
+  readonly addr: NetAddress;
+  #listener: BunListener | undefined;
+  #ready: BunTransport[] = [];
+  #waiters: ((transport: BunTransport | null) => void)[] = [];
+  #closed = false;
+
+  constructor(options: ListenOptions) {
+    const { hostname, port, tls } = options;
+    const handlers = BunTransport.handlers((transport, error) => {
+      if (error !== undefined) return; // A failed handshake never reaches accept().
+      if (this.#closed) {
+        transport.close();
+        return;
+      }
+      const waiter = this.#waiters.shift();
+      if (waiter !== undefined) waiter(transport);
+      else this.#ready.push(transport);
+    }, { tls: tls !== undefined, client: false });
+    this.#listener = bun().listen({
+      hostname,
+      port,
+      tls: tls === undefined ? undefined : { cert: tls.cert, key: tls.key },
+      socket: handlers,
+    });
+    this.addr = { hostname: this.#listener.hostname, port: this.#listener.port };
+  }
+
+  accept(): Promise<Transport | null> {
+    const transport = this.#ready.shift();
+    if (transport !== undefined) return Promise.resolve(transport);
+    if (this.#closed) return Promise.resolve(null);
+    return new Promise((resolve) => this.#waiters.push(resolve));
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    // Stop listening but keep accepted connections open.
+    this.#listener?.stop(false);
+    this.#listener = undefined;
+    for (const transport of this.#ready) transport.close();
+    this.#ready = [];
+    for (const waiter of this.#waiters) waiter(null);
+    this.#waiters = [];
+  }
+}
+
+function listen(options: ListenOptions): Promise<Listener> {
+  return Promise.resolve(new BunListenerImpl(options));
+}
+
+/** Bun's `ca` replaces the default roots; ours adds to them, as on Deno. */
+async function trustedCas(caCerts: string[] | undefined): Promise<string[] | undefined> {
+  if (caCerts === undefined || caCerts.length === 0) return undefined;
+  const { rootCertificates } = await import("node:tls");
+  return [...rootCertificates, ...caCerts];
+}
+
+async function connect(options: ConnectOptions): Promise<Transport> {
+  const { hostname, port, tls } = options;
+  const ready = Promise.withResolvers<BunTransport>();
+  // Settled by the handlers, possibly before Bun.connect() itself settles.
+  ready.promise.catch(() => {});
+  const handlers = BunTransport.handlers((transport, error) => {
+    if (error !== undefined) ready.reject(error);
+    else ready.resolve(transport);
+  }, { tls: tls !== undefined, client: true });
+  await bun().connect({
+    hostname,
+    port,
+    tls: tls === undefined ? undefined : {
+      ca: await trustedCas(tls.caCerts),
+      serverName: tls.serverName,
+      rejectUnauthorized: true,
+    },
+    socket: handlers,
+  });
+  // Bun.connect() resolves before the TLS handshake is done; wait for it so
+  // that an untrusted certificate fails here rather than on the first read.
+  return await ready.promise;
+}
+
+/**
+ * The Bun runtime adapter.
+ *
+ * @example Echo one connection
+ * ```ts ignore
+ * import { bunAdapter } from "./bun.ts";
+ *
+ * const listener = await bunAdapter.listen({ hostname: "127.0.0.1", port: 0 });
+ * const conn = await listener.accept();
+ * for (let chunk; conn && (chunk = await conn.read()) !== null;) {
+ *   const pending = conn.write(chunk);
+ *   if (pending) await pending;
+ * }
+ * ```
+ */
+export const bunAdapter: RuntimeAdapter = { name: "bun", listen, connect };

@@ -1,0 +1,498 @@
+/**
+ * The current runtime's adapter over real loopback sockets: what every layer
+ * above relies on (byte-exact, ordered, bounded memory, clean ends, TLS).
+ *
+ * Runs under both `deno test --allow-all` and `bun test`.
+ */
+
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import process from "node:process";
+import { currentRuntime, type Listener, type Transport } from "../../src/runtime/mod.ts";
+
+const runtime = currentRuntime();
+const HOST = "127.0.0.1";
+const MiB = 1024 * 1024;
+
+/** Rejects if `promise` has not settled within `ms`, so no test hangs. */
+async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`Timed out after ${ms} ms: ${what}`)), ms);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Resolves true if `promise` is still pending after `ms`. */
+async function staysPending(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const pending = Symbol("pending");
+  const timeout = new Promise<symbol>((resolve) => {
+    timer = setTimeout(() => resolve(pending), ms);
+  });
+  try {
+    return (await Promise.race([promise, timeout])) === pending;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+async function send(transport: Transport, data: Uint8Array): Promise<void> {
+  const pending = transport.write(data);
+  if (pending !== undefined) await pending;
+}
+
+/** Reads exactly `n` bytes, copying, since read() chunks are reused. */
+async function readExactly(transport: Transport, n: number): Promise<Uint8Array> {
+  const out = new Uint8Array(n);
+  let filled = 0;
+  while (filled < n) {
+    const chunk = await transport.read();
+    if (chunk === null) throw new Error(`Stream ended after ${filled} of ${n} bytes`);
+    assert.ok(filled + chunk.byteLength <= n, "received more bytes than were sent");
+    out.set(chunk, filled);
+    filled += chunk.byteLength;
+  }
+  return out;
+}
+
+/** Reads until end of stream and returns how many bytes arrived. */
+async function drain(transport: Transport): Promise<number> {
+  let total = 0;
+  for (let chunk = await transport.read(); chunk !== null; chunk = await transport.read()) {
+    total += chunk.byteLength;
+  }
+  return total;
+}
+
+function randomBytes(n: number): Uint8Array {
+  const out = new Uint8Array(n);
+  for (let i = 0; i < n; i += 65536) crypto.getRandomValues(out.subarray(i, i + 65536));
+  return out;
+}
+
+function text(s: string): Uint8Array {
+  return new TextEncoder().encode(s);
+}
+
+/**
+ * Echoes every accepted connection until its peer ends it. Awaits each write
+ * before the next read: the chunk is only valid until then.
+ */
+function serveEcho(listener: Listener): Promise<void> {
+  const sessions: Promise<void>[] = [];
+  return (async () => {
+    for (let conn = await listener.accept(); conn !== null; conn = await listener.accept()) {
+      const transport = conn;
+      sessions.push((async () => {
+        try {
+          for (let c = await transport.read(); c !== null; c = await transport.read()) {
+            await send(transport, c);
+          }
+        } catch {
+          // A client that fails its TLS handshake breaks the stream; ignore it.
+        } finally {
+          transport.close();
+        }
+      })());
+    }
+    await Promise.all(sessions);
+  })();
+}
+
+/** Runs `body` against a fresh echo server and cleans up whatever happens. */
+async function withEchoServer(
+  body: (port: number, hostname: string) => Promise<void>,
+  options: { hostname?: string; tls?: { cert: string; key: string } } = {},
+): Promise<void> {
+  const hostname = options.hostname ?? HOST;
+  const listener = await runtime.listen({ hostname, port: 0, tls: options.tls });
+  const served = serveEcho(listener);
+  try {
+    await body(listener.addr.port, hostname);
+  } finally {
+    listener.close();
+    await within(served, 5000, "echo server to finish");
+  }
+}
+
+/** Writes `data` while reading the echo concurrently, and returns the echo. */
+async function roundTrip(transport: Transport, data: Uint8Array): Promise<Uint8Array> {
+  const [echoed] = await Promise.all([
+    readExactly(transport, data.byteLength),
+    send(transport, data),
+  ]);
+  return echoed;
+}
+
+/** A connected client and server transport, with the listener already closed. */
+async function connectedPair(): Promise<{ client: Transport; server: Transport }> {
+  const listener = await runtime.listen({ hostname: HOST, port: 0 });
+  try {
+    const accepted = listener.accept();
+    const client = await runtime.connect({ hostname: HOST, port: listener.addr.port });
+    const server = await within(accepted, 5000, "accept");
+    assert.ok(server !== null);
+    return { client, server };
+  } finally {
+    listener.close();
+  }
+}
+
+function canListenOn(hostname: string): Promise<boolean> {
+  return runtime.listen({ hostname, port: 0 }).then((listener) => {
+    listener.close();
+    return true;
+  }, () => false);
+}
+
+const ipv6 = await canListenOn("::1");
+
+function hasOpenssl(): boolean {
+  try {
+    execFileSync("openssl", ["version"], { stdio: "ignore" });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const openssl = hasOpenssl();
+if (!openssl) {
+  if (process.env.CI) throw new Error("The TLS tests need the openssl CLI, which CI must have.");
+  console.warn(
+    "\n!!! openssl CLI not found: SKIPPING the TLS transport tests. Install openssl to run them. !!!\n",
+  );
+}
+
+describe(`${runtime.name} transport`, () => {
+  test("echoes a small message byte for byte", async () => {
+    await withEchoServer(async (port) => {
+      const client = await runtime.connect({ hostname: HOST, port });
+      try {
+        assert.equal(client.remoteAddr.port, port);
+        assert.equal(client.remoteAddr.hostname, HOST);
+        assert.equal(client.localAddr.hostname, HOST);
+        const echoed = await within(roundTrip(client, text("hello, sluice")), 5000, "echo");
+        assert.deepEqual(echoed, text("hello, sluice"));
+      } finally {
+        client.close();
+      }
+    });
+  });
+
+  test("echoes 8 MiB byte-exact while reading concurrently", { timeout: 30000 }, async () => {
+    const payload = randomBytes(8 * MiB);
+    await withEchoServer(async (port) => {
+      const client = await runtime.connect({ hostname: HOST, port });
+      try {
+        const echoed = await within(roundTrip(client, payload), 20000, "8 MiB echo");
+        assert.ok(Buffer.from(echoed).equals(Buffer.from(payload)), "echo differs from payload");
+        assert.equal(client.bufferedAmount, 0);
+      } finally {
+        client.close();
+      }
+    });
+  });
+
+  test("keeps 10 000 small writes in order", { timeout: 30000 }, async () => {
+    const count = 10_000;
+    const messages = Array.from({ length: count }, (_, i) => text(`<${i}>`));
+    const expected = Buffer.concat(messages);
+    await withEchoServer(async (port) => {
+      const client = await runtime.connect({ hostname: HOST, port });
+      try {
+        const reading = readExactly(client, expected.byteLength);
+        // Issue them all before awaiting any: they queue up behind each other.
+        const pending = messages.map((m) => client.write(m));
+        await within(Promise.all(pending), 20000, "small writes");
+        const echoed = await within(reading, 20000, "echo of small writes");
+        assert.ok(Buffer.from(echoed).equals(expected), "small writes arrived out of order");
+      } finally {
+        client.close();
+      }
+    });
+  });
+
+  test("keeps order when writes queue behind a partially written one", {
+    timeout: 30000,
+  }, async () => {
+    // 24 MiB in uneven pieces, never awaited: the kernel buffers fill up, so
+    // later writes must wait behind earlier, partially written ones, also
+    // when the socket has room again by the time they are issued (new pieces
+    // go out as echoed bytes come back).
+    const payload = randomBytes(24 * MiB);
+    await withEchoServer(async (port) => {
+      const client = await runtime.connect({ hostname: HOST, port });
+      try {
+        const pending: (Promise<void> | undefined)[] = [];
+        let offset = 0;
+        let sawQueue = false;
+        const issue = () => {
+          if (offset === payload.byteLength) return;
+          const size = Math.min(
+            1 + ((pending.length * 7919) % 300_000),
+            payload.byteLength - offset,
+          );
+          pending.push(client.write(payload.subarray(offset, offset + size)));
+          offset += size;
+          if (client.bufferedAmount > 0) sawQueue = true;
+        };
+        while (offset < payload.byteLength && client.bufferedAmount === 0) issue();
+        const echoed = new Uint8Array(payload.byteLength);
+        await within(
+          (async () => {
+            for (let got = 0; got < payload.byteLength;) {
+              const chunk = await client.read();
+              if (chunk === null) throw new Error(`Stream ended after ${got} bytes`);
+              echoed.set(chunk, got);
+              got += chunk.byteLength;
+              issue();
+              issue();
+            }
+          })(),
+          20000,
+          "echo of queued writes",
+        );
+        assert.ok(sawQueue, "expected bufferedAmount > 0 while the kernel buffers were full");
+        await within(Promise.all(pending), 5000, "queued writes");
+        assert.equal(client.bufferedAmount, 0);
+        assert.ok(Buffer.from(echoed).equals(Buffer.from(payload)), "queued writes reordered");
+      } finally {
+        client.close();
+      }
+    });
+  });
+
+  test("listens and connects over IPv6 loopback", { skip: !ipv6 && "no ::1" }, async () => {
+    await withEchoServer(async (port, hostname) => {
+      const client = await runtime.connect({ hostname, port });
+      try {
+        assert.equal(client.remoteAddr.hostname, "::1");
+        const echoed = await within(roundTrip(client, text("over v6")), 5000, "v6 echo");
+        assert.deepEqual(echoed, text("over v6"));
+      } finally {
+        client.close();
+      }
+    }, { hostname: "::1" });
+  });
+
+  test("accept() resolves null once the listener is closed", async () => {
+    const listener = await runtime.listen({ hostname: HOST, port: 0 });
+    assert.ok(listener.addr.port > 0, "port 0 must be replaced by the bound port");
+    const waiting = listener.accept();
+    listener.close();
+    listener.close(); // idempotent
+    assert.equal(await within(waiting, 5000, "pending accept"), null);
+    assert.equal(await within(listener.accept(), 5000, "accept after close"), null);
+  });
+
+  test("closing the listener keeps accepted connections open", async () => {
+    const listener = await runtime.listen({ hostname: HOST, port: 0 });
+    const accepted = listener.accept();
+    const client = await runtime.connect({ hostname: HOST, port: listener.addr.port });
+    const server = await within(accepted, 5000, "accept");
+    assert.ok(server !== null);
+    listener.close();
+    try {
+      await send(client, text("still here"));
+      assert.deepEqual(await within(readExactly(server, 10), 5000, "read"), text("still here"));
+    } finally {
+      client.close();
+      server.close();
+    }
+  });
+
+  test("read() resolves null once the peer closed", async () => {
+    const { client, server } = await connectedPair();
+    try {
+      // Data written just before close() still arrives, then end of stream.
+      await send(client, text("bye"));
+      client.close();
+      assert.deepEqual(await within(readExactly(server, 3), 5000, "last bytes"), text("bye"));
+      assert.equal(await within(server.read(), 5000, "read after peer close"), null);
+      assert.equal(await within(server.read(), 5000, "second read after peer close"), null);
+    } finally {
+      client.close();
+      server.close();
+    }
+  });
+
+  test("close() ends a pending read with null and later writes fail", async () => {
+    const { client, server } = await connectedPair();
+    try {
+      const pending = client.read();
+      client.close();
+      client.close(); // idempotent, never throws
+      assert.equal(await within(pending, 5000, "pending read after close"), null);
+      assert.equal(await within(client.read(), 5000, "read after close"), null);
+      await assert.rejects(async () => await client.write(text("too late")));
+      // The peer sees a clean end of stream.
+      assert.equal(await within(server.read(), 5000, "peer read"), null);
+    } finally {
+      client.close();
+      server.close();
+    }
+  });
+
+  test("a peer that stops reading makes writes stall", { timeout: 30000 }, async () => {
+    const { client, server } = await connectedPair();
+    try {
+      // The server never reads. Without backpressure the adapter would keep
+      // pulling bytes into memory and every write would complete.
+      const chunk = new Uint8Array(MiB).fill(7);
+      const limit = 256; // MiB; far more than any kernel buffers on loopback
+      const started = Date.now();
+      let written = 0;
+      let stalled: Promise<void> | undefined;
+      for (let i = 0; i < limit && Date.now() - started < 10_000; i++) {
+        const pending = client.write(chunk);
+        written += chunk.byteLength;
+        if (pending !== undefined && await staysPending(pending, 500)) {
+          stalled = pending;
+          break;
+        }
+      }
+      assert.ok(stalled !== undefined, `writes never stalled after ${written / MiB} MiB`);
+      assert.ok(client.bufferedAmount > 0, "a stalled write must show in bufferedAmount");
+      // What left the client sits in the kernel's buffers and the server's
+      // read queue; bounded, not the whole stream.
+      const delivered = written - client.bufferedAmount;
+      assert.ok(delivered < 64 * MiB, `${delivered / MiB} MiB left the client`);
+
+      // Reading again releases the stalled write, and every byte arrives.
+      const received = drain(server);
+      await within(stalled, 10_000, "stalled write after the server resumed reading");
+      assert.equal(client.bufferedAmount, 0);
+      client.close();
+      assert.equal(await within(received, 10_000, "server drain"), written);
+    } finally {
+      client.close();
+      server.close();
+    }
+  });
+});
+
+describe(`${runtime.name} transport over TLS`, { skip: !openssl && "no openssl CLI" }, () => {
+  let dir = "";
+  let ca = "";
+  let cert = "";
+  let key = "";
+
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), "sluice-tls-"));
+    const run = (...args: string[]) =>
+      execFileSync("openssl", args, { cwd: dir, stdio: ["ignore", "ignore", "pipe"] });
+    const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    run(
+      "req",
+      "-x509",
+      ...ec,
+      "-keyout",
+      "ca.key",
+      "-out",
+      "ca.crt",
+      "-days",
+      "1",
+      "-subj",
+      "/CN=Sluice test CA",
+      "-addext",
+      "basicConstraints=critical,CA:TRUE",
+      "-addext",
+      "keyUsage=critical,keyCertSign,cRLSign",
+    );
+    run("req", ...ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost");
+    writeFileSync(
+      join(dir, "server.ext"),
+      [
+        "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1",
+        "basicConstraints=critical,CA:FALSE",
+        "keyUsage=critical,digitalSignature",
+        "extendedKeyUsage=serverAuth",
+      ].join("\n"),
+    );
+    run(
+      "x509",
+      "-req",
+      "-in",
+      "server.csr",
+      "-CA",
+      "ca.crt",
+      "-CAkey",
+      "ca.key",
+      "-set_serial",
+      String(Date.now()),
+      "-days",
+      "1",
+      "-extfile",
+      "server.ext",
+      "-out",
+      "server.crt",
+    );
+    ca = readFileSync(join(dir, "ca.crt"), "utf8");
+    cert = readFileSync(join(dir, "server.crt"), "utf8");
+    key = readFileSync(join(dir, "server.key"), "utf8");
+  });
+
+  after(() => {
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  test("echoes over TLS with the test CA trusted", { timeout: 30000 }, async () => {
+    await withEchoServer(async (port) => {
+      const client = await runtime.connect({
+        hostname: HOST,
+        port,
+        tls: { serverName: "localhost", caCerts: [ca] },
+      });
+      try {
+        const small = await within(roundTrip(client, text("secret")), 5000, "TLS echo");
+        assert.deepEqual(small, text("secret"));
+        const payload = randomBytes(2 * MiB);
+        const big = await within(roundTrip(client, payload), 20000, "2 MiB TLS echo");
+        assert.ok(Buffer.from(big).equals(Buffer.from(payload)), "TLS echo differs");
+      } finally {
+        client.close();
+      }
+    }, { tls: { cert, key } });
+  });
+
+  test("refuses a server whose CA is not trusted", async () => {
+    await withEchoServer(async (port) => {
+      await assert.rejects(
+        within(
+          runtime.connect({ hostname: HOST, port, tls: { serverName: "localhost" } }),
+          5000,
+          "connect without the CA",
+        ),
+        (error: Error) => !error.message.startsWith("Timed out"),
+      );
+    }, { tls: { cert, key } });
+  });
+
+  test("checks the certificate against serverName", async () => {
+    await withEchoServer(async (port) => {
+      await assert.rejects(
+        within(
+          runtime.connect({
+            hostname: HOST,
+            port,
+            tls: { serverName: "wrong.test", caCerts: [ca] },
+          }),
+          5000,
+          "connect with the wrong name",
+        ),
+        (error: Error) => !error.message.startsWith("Timed out"),
+      );
+    }, { tls: { cert, key } });
+  });
+});
