@@ -163,25 +163,26 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
   binaryType: BinaryType;
 
   /** Called on `open` events. */
-  onopen: ((this: WebSocketConnection<Data>, ev: Event) => unknown) | null = null;
+  onopen: ((ev: Event) => unknown) | null = null;
   /** Called on `message` events. */
-  onmessage: ((this: WebSocketConnection<Data>, ev: MessageEvent) => unknown) | null = null;
+  onmessage: ((ev: MessageEvent) => unknown) | null = null;
   /** Called on `error` events. */
-  onerror: ((this: WebSocketConnection<Data>, ev: Event) => unknown) | null = null;
+  onerror: ((ev: Event) => unknown) | null = null;
   /** Called on `close` events. */
-  onclose: ((this: WebSocketConnection<Data>, ev: CloseEvent) => unknown) | null = null;
+  onclose: ((ev: CloseEvent) => unknown) | null = null;
 
   #transport!: Transport;
   #protocol!: WebSocketProtocol;
   #attached = false;
   #abortConnecting: (() => void) | null = null;
-  #init: ConnectionInit<Data>;
+  // Stored with Data erased so WebSocketConnection<Data> stays assignable to WebSocketConnection.
+  #init: ConnectionInit<unknown>;
   #subprotocol = "";
   #extensions = "";
   #headers = new Headers();
   #role: "server" | "client";
-  #handlers: WebSocketHandlers<Data> | undefined;
-  #onFinish: ((ws: WebSocketConnection<Data>) => void) | undefined;
+  #handlers: WebSocketHandlers<unknown> | undefined;
+  #onFinish: ((ws: WebSocketConnection) => void) | undefined;
   #closeTimeout: number;
   #maxBufferedAmount: number;
   #messageListeners = 0;
@@ -214,13 +215,13 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
   /** @internal Connections are made by `serve()` and `connect()`. */
   constructor(init: ConnectionInit<Data>) {
     super();
-    this.#init = init;
+    this.#init = init as ConnectionInit<unknown>;
     this.#role = init.role;
     this.url = init.url;
     this.data = init.data;
     this.binaryType = init.binaryType;
-    this.#handlers = init.handlers;
-    this.#onFinish = init.onFinish;
+    this.#handlers = init.handlers as WebSocketHandlers<unknown> | undefined;
+    this.#onFinish = init.onFinish as ((ws: WebSocketConnection) => void) | undefined;
     this.#closeTimeout = init.closeTimeout;
     this.#maxBufferedAmount = init.maxBufferedAmount;
     this.#closed = new Promise((resolve) => (this.#resolveClosed = resolve));

@@ -1,0 +1,261 @@
+/**
+ * The Sluice command line: an echo/broadcast server and an interactive client.
+ *
+ * ```sh
+ * deno run -A cli.ts serve --port 8080 --mode echo
+ * bun run cli.ts connect ws://127.0.0.1:8080/ --header "Authorization: Bearer x"
+ * ```
+ *
+ * @module
+ */
+
+import process from "node:process";
+import { parseArgs } from "node:util";
+import { createInterface } from "node:readline";
+import { readFileSync } from "node:fs";
+import { connect, serve, type WebSocketConnection } from "./mod.ts";
+import { CloseCode } from "./src/protocol/close_codes.ts";
+
+const HELP = `Sluice: RFC 6455 WebSockets for Deno and Bun.
+
+Usage:
+  sluice serve [options]          Run a WebSocket server
+  sluice connect URL [options]    Connect, send stdin lines, print messages
+  sluice --help                   Show this help
+
+serve options:
+  --port N                  Port to listen on (default 8080; 0 picks a free one)
+  --hostname H              Interface to listen on (default 0.0.0.0)
+  --mode MODE               echo: send every message back with its type (default)
+                            broadcast: send every message to every connection
+  --max-message-size BYTES  Largest message; larger ones close with 1009 (default 16777216)
+  --allow-origin ORIGIN     Allow browser connections from ORIGIN only (repeatable;
+                            default: any origin)
+  --cert FILE --key FILE    Serve wss:// with this PEM certificate chain and key
+  --protocol P              Subprotocol the server speaks (repeatable)
+
+  Any path is accepted. Ctrl-C closes every connection with 1001 and exits.
+
+connect options:
+  --header 'K: V'           Extra request header (repeatable)
+  --protocol P              Subprotocol to offer (repeatable)
+  --origin ORIGIN           Origin header to send
+  --ca FILE                 Extra trusted CA certificate (PEM) for wss://
+  --max-message-size BYTES  Largest message to accept (default 16777216)
+
+  Each stdin line is sent as a text message; end of input closes with 1000.
+  Text messages print as they are; binary ones as "[binary N bytes] <base64>".
+  Exit status: 0 after a normal close (1000, or 1005 with no code), 1 after any
+  other close code or a dropped connection, 2 for usage errors and failed
+  handshakes.
+`;
+
+function fail(message: string, code = 2): never {
+  process.stderr.write(`sluice: ${message}\n`);
+  process.exit(code);
+}
+
+function positiveInt(name: string, value: string | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) fail(`${name} must be a non-negative integer, got ${value}`);
+  return n;
+}
+
+const CLOSE_MEANINGS: Record<number, string> = {
+  1000: "normal closure",
+  1001: "going away",
+  1002: "protocol error",
+  1003: "unsupported data",
+  1005: "no status code",
+  1006: "abnormal closure (connection dropped)",
+  1007: "invalid payload data",
+  1008: "policy violation",
+  1009: "message too big",
+  1010: "mandatory extension",
+  1011: "internal server error",
+  1015: "TLS handshake failure",
+};
+
+function toBase64(bytes: Uint8Array): string {
+  let binary = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  }
+  return btoa(binary);
+}
+
+async function runServe(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      port: { type: "string" },
+      hostname: { type: "string" },
+      mode: { type: "string" },
+      "max-message-size": { type: "string" },
+      "allow-origin": { type: "string", multiple: true },
+      cert: { type: "string" },
+      key: { type: "string" },
+      protocol: { type: "string", multiple: true },
+      help: { type: "boolean", short: "h" },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    process.stdout.write(HELP);
+    return;
+  }
+  const mode = values.mode ?? "echo";
+  if (mode !== "echo" && mode !== "broadcast") {
+    fail(`unknown --mode ${mode}: use echo or broadcast`);
+  }
+  if ((values.cert === undefined) !== (values.key === undefined)) {
+    fail("--cert and --key go together");
+  }
+  let tls: { cert: string; key: string } | undefined;
+  if (values.cert !== undefined && values.key !== undefined) {
+    try {
+      tls = { cert: readFileSync(values.cert, "utf8"), key: readFileSync(values.key, "utf8") };
+    } catch (err) {
+      fail(`cannot read certificate or key: ${(err as Error).message}`);
+    }
+  }
+  const peers = new Set<WebSocketConnection<undefined>>();
+  const server = await serve({
+    port: positiveInt("--port", values.port, 8080),
+    hostname: values.hostname ?? "0.0.0.0",
+    maxMessageSize: positiveInt("--max-message-size", values["max-message-size"], 16 * 1024 * 1024),
+    allowedOrigins: values["allow-origin"],
+    protocols: values.protocol,
+    tls,
+  }, {
+    open(ws) {
+      peers.add(ws);
+    },
+    message(ws, data) {
+      if (mode === "echo") {
+        ws.send(data);
+        return;
+      }
+      for (const peer of peers) peer.send(data);
+    },
+    close(ws) {
+      peers.delete(ws);
+    },
+  }).catch((err: Error) => fail(`cannot listen: ${err.message}`, 1));
+  process.stdout.write(`Sluice ${mode} server listening on ${server.url}\n`);
+  let stopping = false;
+  const stop = () => {
+    if (stopping) process.exit(130);
+    stopping = true;
+    process.stdout.write("Shutting down: closing connections with 1001\n");
+    server.shutdown().then(() => process.exit(0));
+  };
+  process.on("SIGINT", stop);
+  process.on("SIGTERM", stop);
+  await server.finished;
+}
+
+async function runConnect(args: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args,
+    options: {
+      header: { type: "string", multiple: true },
+      protocol: { type: "string", multiple: true },
+      origin: { type: "string" },
+      ca: { type: "string" },
+      "max-message-size": { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
+    allowPositionals: true,
+    strict: true,
+  });
+  if (values.help) {
+    process.stdout.write(HELP);
+    return;
+  }
+  if (positionals.length !== 1) fail("connect takes exactly one URL");
+  const headers = new Headers();
+  for (const header of values.header ?? []) {
+    const colon = header.indexOf(":");
+    if (colon <= 0) fail(`--header must look like 'Name: value', got ${JSON.stringify(header)}`);
+    try {
+      headers.append(header.slice(0, colon).trim(), header.slice(colon + 1).trim());
+    } catch {
+      fail(`invalid header ${JSON.stringify(header)}`);
+    }
+  }
+  let caCerts: string[] | undefined;
+  if (values.ca !== undefined) {
+    try {
+      caCerts = [readFileSync(values.ca, "utf8")];
+    } catch (err) {
+      fail(`cannot read CA file: ${(err as Error).message}`);
+    }
+  }
+  let ws: WebSocketConnection;
+  try {
+    ws = await connect(positionals[0], {
+      headers,
+      protocols: values.protocol,
+      origin: values.origin,
+      caCerts,
+      maxMessageSize: positiveInt(
+        "--max-message-size",
+        values["max-message-size"],
+        16 * 1024 * 1024,
+      ),
+    });
+  } catch (err) {
+    fail(`connection failed: ${(err as Error).message}`);
+  }
+  ws.addEventListener("error", (event) => {
+    process.stderr.write(`sluice: ${(event as ErrorEvent).message}\n`);
+  });
+  const output = (async () => {
+    for await (const message of ws.readable) {
+      if (typeof message === "string") process.stdout.write(message + "\n");
+      else process.stdout.write(`[binary ${message.byteLength} bytes] ${toBase64(message)}\n`);
+    }
+  })().catch(() => {});
+  const input = createInterface({ input: process.stdin, terminal: false });
+  const closed = ws.closed;
+  const reading = (async () => {
+    for await (const line of input) {
+      if (ws.readyState !== ws.OPEN) break;
+      ws.send(line);
+    }
+    if (ws.readyState === ws.OPEN) ws.close(CloseCode.Normal);
+  })();
+  const info = await closed;
+  input.close();
+  await Promise.race([reading, output]);
+  const meaning = CLOSE_MEANINGS[info.closeCode] ?? "application-defined";
+  process.stderr.write(
+    `Connection closed: ${info.closeCode} ${meaning}${info.reason ? ` (${info.reason})` : ""}\n`,
+  );
+  const normal = info.closeCode === CloseCode.Normal || info.closeCode === CloseCode.NoStatus;
+  process.exit(normal ? 0 : 1);
+}
+
+async function main(argv: string[]): Promise<void> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case "serve":
+      return await runServe(rest);
+    case "connect":
+      return await runConnect(rest);
+    case undefined:
+    case "help":
+    case "--help":
+    case "-h":
+      process.stdout.write(HELP);
+      return;
+    default:
+      fail(`unknown command ${JSON.stringify(command)}; see sluice --help`);
+  }
+}
+
+if (import.meta.main) {
+  main(process.argv.slice(2)).catch((err: Error) => fail(err.message));
+}
