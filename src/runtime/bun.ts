@@ -139,7 +139,9 @@ class BunTransport implements Transport {
       },
       // data and drain only ever follow open, which sets socket.data.
       data(socket, data) {
-        socket.data!.#push(data);
+        // Bun passes a Buffer, whose slice() is a view, not a copy: hand out a
+        // plain Uint8Array so chunks behave the same on every runtime.
+        socket.data!.#push(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
       },
       drain(socket) {
         socket.data!.#flush();

@@ -182,8 +182,11 @@ describe(`${runtime.name} transport`, () => {
         assert.equal(client.remoteAddr.port, port);
         assert.equal(client.remoteAddr.hostname, HOST);
         assert.equal(client.localAddr.hostname, HOST);
-        const echoed = await within(roundTrip(client, text("hello, sluice")), 5000, "echo");
-        assert.deepEqual(echoed, text("hello, sluice"));
+        await send(client, text("hello, sluice"));
+        const chunk = await within(client.read(), 5000, "echo");
+        // A plain Uint8Array (not Bun's Buffer), so slice() copies everywhere.
+        assert.equal(Object.getPrototypeOf(chunk), Uint8Array.prototype);
+        assert.deepEqual(chunk, text("hello, sluice"));
       } finally {
         client.close();
       }
