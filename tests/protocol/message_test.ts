@@ -1,0 +1,545 @@
+import { describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { FrameParser } from "../../src/protocol/frame.ts";
+import { type InflateFunction, MessageAssembler } from "../../src/protocol/message.ts";
+import { WebSocketError } from "../../src/protocol/errors.ts";
+import { Opcode } from "../../src/protocol/opcodes.ts";
+import {
+  bytes,
+  clientFrame,
+  closePayload,
+  concat,
+  type MessageEvent,
+  MessageRecorder,
+  pattern,
+  serverFrame,
+  splits,
+  utf8,
+} from "./_helpers.ts";
+
+const MB = 1 << 20;
+
+interface FeedOptions {
+  role?: "server" | "client";
+  maxMessageSize?: number;
+  maxFrameSize?: number;
+  inflate?: InflateFunction;
+}
+
+interface FeedResult {
+  events: MessageEvent[];
+  /** The error thrown, if any. */
+  error: WebSocketError | null;
+  /** Index of the chunk whose push threw, or -1. */
+  failedAt: number;
+}
+
+/** Pushes chunks through a parser and an assembler, as the connection does. */
+function feed(chunks: Uint8Array[], options: FeedOptions = {}): FeedResult {
+  const recorder = new MessageRecorder();
+  const assembler = new MessageAssembler(recorder, {
+    maxMessageSize: options.maxMessageSize ?? MB,
+    inflate: options.inflate,
+  });
+  const parser = new FrameParser(assembler, {
+    role: options.role ?? "server",
+    maxFrameSize: options.maxFrameSize ?? MB * 4,
+    allowRsv1: options.inflate !== undefined,
+  });
+  for (let i = 0; i < chunks.length; i++) {
+    try {
+      parser.push(chunks[i]);
+    } catch (err) {
+      if (!(err instanceof WebSocketError)) throw err;
+      return { events: recorder.events, error: err, failedAt: i };
+    }
+  }
+  return { events: recorder.events, error: null, failedAt: -1 };
+}
+
+/** Masked client frame of a text or binary message; `fin` defaults to true. */
+const text = (s: string | Uint8Array, fin = true) =>
+  clientFrame({ opcode: Opcode.Text, payload: typeof s === "string" ? utf8(s) : s, fin });
+const binary = (data: Uint8Array, fin = true) =>
+  clientFrame({ opcode: Opcode.Binary, payload: data, fin });
+const cont = (data: string | Uint8Array, fin = true) =>
+  clientFrame({
+    opcode: Opcode.Continuation,
+    payload: typeof data === "string" ? utf8(data) : data,
+    fin,
+  });
+const ping = (data: Uint8Array = bytes()) => clientFrame({ opcode: Opcode.Ping, payload: data });
+const pong = (data: Uint8Array = bytes()) => clientFrame({ opcode: Opcode.Pong, payload: data });
+const close = (data: Uint8Array = bytes()) => clientFrame({ opcode: Opcode.Close, payload: data });
+
+function assertError(result: FeedResult, code: string, closeCode: number): void {
+  assert.ok(result.error !== null, `no error; events: ${JSON.stringify(result.events)}`);
+  assert.equal(result.error.code, code);
+  assert.equal(result.error.closeCode, closeCode);
+}
+
+describe("MessageAssembler: messages", () => {
+  test("§5.7: a single-frame text message and a fragmented one", () => {
+    const hello = bytes(0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f);
+    const hel = bytes(0x01, 0x03, 0x48, 0x65, 0x6c);
+    const lo = bytes(0x80, 0x02, 0x6c, 0x6f);
+    const result = feed([hello, hel, lo], { role: "client" });
+    assert.equal(result.error, null);
+    assert.deepEqual(result.events, [
+      { type: "text", data: "Hello" },
+      { type: "text", data: "Hello" },
+    ]);
+  });
+
+  test("text and binary, masked (server side) and unmasked (client side)", () => {
+    const data = pattern(300);
+    assert.deepEqual(feed([text("héllo"), binary(data)]).events, [
+      { type: "text", data: "héllo" },
+      { type: "binary", data },
+    ]);
+    assert.deepEqual(
+      feed([
+        serverFrame({ opcode: Opcode.Text, payload: utf8("héllo") }),
+        serverFrame({ opcode: Opcode.Binary, payload: data }),
+      ], { role: "client" }).events,
+      [{ type: "text", data: "héllo" }, { type: "binary", data }],
+    );
+  });
+
+  test("empty text and binary messages, single and fragmented", () => {
+    assert.deepEqual(
+      feed([
+        text(""),
+        binary(bytes()),
+        text("", false),
+        cont(""),
+        binary(bytes(), false),
+        cont(bytes()),
+      ])
+        .events,
+      [
+        { type: "text", data: "" },
+        { type: "binary", data: bytes() },
+        { type: "text", data: "" },
+        { type: "binary", data: bytes() },
+      ],
+    );
+  });
+
+  test("payloads of 125, 126, 65535 and 65536 bytes", () => {
+    for (const length of [125, 126, 65535, 65536]) {
+      const data = pattern(length, length);
+      const chars = "a".repeat(length - 2) + "é";
+      for (const role of ["server", "client"] as const) {
+        const build = role === "server" ? clientFrame : serverFrame;
+        const result = feed([
+          build({ opcode: Opcode.Binary, payload: data }),
+          build({ opcode: Opcode.Text, payload: utf8(chars) }),
+        ], { role });
+        assert.equal(result.error, null, `${role} ${length}`);
+        assert.equal(result.events.length, 2);
+        assert.deepEqual(result.events[0], { type: "binary", data }, `${role} ${length}`);
+        assert.ok(result.events[1].type === "text" && result.events[1].data === chars);
+      }
+    }
+  });
+
+  test("text with a UTF-8 BOM keeps the BOM (U+FEFF)", () => {
+    const bom = "\ufeffHi";
+    const wire = utf8(bom);
+    assert.deepEqual(wire.subarray(0, 3), bytes(0xef, 0xbb, 0xbf));
+    // Single frame, whole and cut inside the BOM; fragmented with the BOM split.
+    const single = text(bom);
+    for (const { name, chunks } of splits(single)) {
+      assert.deepEqual(feed(chunks).events, [{ type: "text", data: bom }], name);
+    }
+    assert.deepEqual(
+      feed([
+        text(wire.subarray(0, 1), false),
+        cont(wire.subarray(1, 2), false),
+        cont(wire.subarray(2)),
+      ])
+        .events,
+      [{ type: "text", data: bom }],
+    );
+    // A BOM on the second message too: the decoder's state must not drop it.
+    assert.deepEqual(feed([text(bom), text("x", false), cont(bom)]).events, [
+      { type: "text", data: bom },
+      { type: "text", data: "x" + bom },
+    ]);
+  });
+
+  test("multi-byte characters cut across fragments are joined", () => {
+    const s = "a€𝄞é";
+    const wire = utf8(s);
+    for (let a = 0; a <= wire.length; a++) {
+      for (let b = a; b <= wire.length; b++) {
+        const result = feed([
+          text(wire.subarray(0, a), false),
+          cont(wire.subarray(a, b), false),
+          cont(wire.subarray(b)),
+        ]);
+        assert.deepEqual(result.events, [{ type: "text", data: s }], `cuts at ${a}, ${b}`);
+      }
+    }
+  });
+
+  test("a binary message is exactly sized and owned: changing the input later does not change it", () => {
+    const data = pattern(40);
+    const frames = [binary(data.subarray(0, 10), false), cont(data.subarray(10))];
+    const recorder = new MessageRecorder();
+    const received: Uint8Array[] = [];
+    const assembler = new MessageAssembler({
+      ...recorder,
+      text: () => {},
+      ping: () => {},
+      pong: () => {},
+      close: () => {},
+      binary: (d) => received.push(d),
+    }, { maxMessageSize: MB });
+    const parser = new FrameParser(assembler, { role: "server", maxFrameSize: MB });
+    const single = binary(data);
+    parser.push(single);
+    for (const f of frames) parser.push(f);
+    single.fill(0);
+    for (const f of frames) f.fill(0);
+    assert.equal(received.length, 2);
+    for (const d of received) {
+      assert.equal(d.byteLength, 40);
+      assert.equal(d.buffer.byteLength, 40, "a view into a larger buffer");
+      assert.deepEqual(d, data);
+    }
+  });
+
+  test("control frames between fragments are reported in order and leave the message intact", () => {
+    const result = feed([
+      text("Hé", false),
+      ping(utf8("p1")),
+      cont(utf8("l").subarray(0), false),
+      pong(utf8("p2")),
+      ping(),
+      cont("lo"),
+      binary(bytes(1), false),
+      ping(utf8("p3")),
+      cont(bytes(2)),
+    ]);
+    assert.equal(result.error, null);
+    assert.deepEqual(result.events, [
+      { type: "ping", data: utf8("p1") },
+      { type: "pong", data: utf8("p2") },
+      { type: "ping", data: bytes() },
+      { type: "text", data: "Hello".replace("e", "é") },
+      { type: "ping", data: utf8("p3") },
+      { type: "binary", data: bytes(1, 2) },
+    ]);
+  });
+
+  test("a ping between fragments while a multi-byte character is cut", () => {
+    const wire = utf8("€");
+    assert.deepEqual(
+      feed([text(wire.subarray(0, 2), false), ping(utf8("x")), cont(wire.subarray(2))]).events,
+      [{ type: "ping", data: utf8("x") }, { type: "text", data: "€" }],
+    );
+  });
+
+  test("close frames: code and reason, empty payload as 1005", () => {
+    assert.deepEqual(feed([close(closePayload(1000, "bye"))]).events, [
+      { type: "close", code: 1000, reason: "bye" },
+    ]);
+    assert.deepEqual(feed([close()]).events, [{ type: "close", code: 1005, reason: "" }]);
+  });
+
+  test("every input split anywhere gives the same messages", () => {
+    const input = concat(
+      text("Hé€", false),
+      ping(utf8("ping")),
+      cont(utf8("𝄞").subarray(0, 1), false),
+      cont(concat(utf8("𝄞").subarray(1), utf8("!"))),
+      binary(pattern(130)),
+      text("\ufeff"),
+      pong(),
+      binary(bytes(), false),
+      cont(pattern(3)),
+      close(closePayload(4000, "done")),
+    );
+    const expected: MessageEvent[] = [
+      { type: "ping", data: utf8("ping") },
+      { type: "text", data: "Hé€𝄞!" },
+      { type: "binary", data: pattern(130) },
+      { type: "text", data: "\ufeff" },
+      { type: "pong", data: bytes() },
+      { type: "binary", data: pattern(3) },
+      { type: "close", code: 4000, reason: "done" },
+    ];
+    assert.deepEqual(feed([input]).events, expected);
+    for (const { name, chunks } of splits(input)) {
+      const result = feed(chunks);
+      assert.equal(result.error, null, name);
+      assert.deepEqual(result.events, expected, name);
+    }
+  });
+
+  test("midMessage is true between the first and the final fragment", () => {
+    const assembler = new MessageAssembler(new MessageRecorder(), { maxMessageSize: MB });
+    const parser = new FrameParser(assembler, { role: "server", maxFrameSize: MB });
+    assert.equal(assembler.midMessage, false);
+    parser.push(text("a", false));
+    assert.equal(assembler.midMessage, true);
+    parser.push(ping());
+    assert.equal(assembler.midMessage, true);
+    parser.push(cont("b"));
+    assert.equal(assembler.midMessage, false);
+  });
+});
+
+describe("MessageAssembler: fragmentation rules (§5.4)", () => {
+  test("a continuation without a message: 1002", () => {
+    assertError(feed([cont("x")]), "UNEXPECTED_CONTINUATION", 1002);
+    assertError(feed([text("done"), cont("x")]), "UNEXPECTED_CONTINUATION", 1002);
+    assertError(feed([cont("x", false)]), "UNEXPECTED_CONTINUATION", 1002);
+  });
+
+  test("a new data frame inside a fragmented message: 1002", () => {
+    for (const next of [text("x"), binary(bytes(1)), text("x", false), binary(bytes(), false)]) {
+      const result = feed([text("a", false), next]);
+      assertError(result, "EXPECTED_CONTINUATION", 1002);
+      assert.equal(result.failedAt, 1);
+      assert.deepEqual(result.events, []);
+    }
+    assertError(feed([binary(bytes(1), false), ping(), text("x")]), "EXPECTED_CONTINUATION", 1002);
+  });
+});
+
+describe("MessageAssembler: UTF-8 (§8.1)", () => {
+  const BAD = [
+    { name: "0xFF", bytes: bytes(0xff) },
+    { name: "lone continuation byte", bytes: bytes(0x80) },
+    { name: "overlong '/'", bytes: bytes(0xc0, 0xaf) },
+    { name: "overlong 3-byte", bytes: bytes(0xe0, 0x80, 0xaf) },
+    { name: "UTF-16 surrogate", bytes: bytes(0xed, 0xa0, 0x80) },
+    { name: "beyond U+10FFFF", bytes: bytes(0xf4, 0x90, 0x80, 0x80) },
+    { name: "0xF5 lead byte", bytes: bytes(0xf5, 0x80, 0x80, 0x80) },
+    { name: "lead byte then ASCII", bytes: bytes(0xc3, 0x28) },
+  ];
+
+  test("invalid UTF-8 in a single-frame text message: 1007", () => {
+    for (const bad of BAD) {
+      const payload = concat(utf8("κόσμε"), bad.bytes, utf8("ok"));
+      assertError(feed([text(payload)]), "INVALID_UTF8", 1007);
+      assertError(
+        feed([serverFrame({ opcode: Opcode.Text, payload })], { role: "client" }),
+        "INVALID_UTF8",
+        1007,
+      );
+    }
+  });
+
+  test("invalid UTF-8 fails as soon as the bad fragment arrives, before the message ends", () => {
+    for (const bad of BAD) {
+      const result = feed([
+        text("good ", false),
+        cont(concat(utf8("still"), bad.bytes), false),
+        cont("never reached"),
+      ]);
+      assertError(result, "INVALID_UTF8", 1007);
+      assert.equal(result.failedAt, 1, bad.name);
+    }
+  });
+
+  test("an invalid sequence cut across fragments fails on the fragment with the bad byte", () => {
+    // 0xE0 0x80: the second byte can never follow 0xE0.
+    const result = feed([
+      text(bytes(0x61, 0xe0), false),
+      cont(bytes(0x80, 0x80), false),
+      cont("z"),
+    ]);
+    assertError(result, "INVALID_UTF8", 1007);
+    assert.equal(result.failedAt, 1);
+    // 0xF4 0x90: beyond U+10FFFF, known at the second byte.
+    const late = feed([text(bytes(0xf4), false), ping(), cont(bytes(0x90), false), cont("z")]);
+    assertError(late, "INVALID_UTF8", 1007);
+    assert.equal(late.failedAt, 2);
+  });
+
+  test("invalid UTF-8 in one frame fails when the chunk holding the bad byte arrives", () => {
+    const payload = concat(utf8("a".repeat(20)), bytes(0xff), utf8("b".repeat(20)));
+    const wire = text(payload);
+    const badAt = 6 + 20; // header (2 + 4 mask) + 20 good bytes
+    for (let at = 1; at < wire.length; at++) {
+      const result = feed([wire.subarray(0, at), wire.subarray(at)]);
+      assertError(result, "INVALID_UTF8", 1007);
+      assert.equal(result.failedAt, at > badAt ? 0 : 1, `split at ${at}`);
+    }
+  });
+
+  test("a message ending inside a UTF-8 sequence: 1007", () => {
+    const truncated = [bytes(0xc3), bytes(0xe2, 0x82), bytes(0xf0, 0x9d, 0x84)];
+    for (const t of truncated) {
+      const payload = concat(utf8("abc"), t);
+      assertError(feed([text(payload)]), "INVALID_UTF8", 1007);
+      // Fed in pieces, the truncation is only known at the end.
+      const wire = text(payload);
+      assertError(feed([wire.subarray(0, 8), wire.subarray(8)]), "INVALID_UTF8", 1007);
+      assertError(feed([text("abc", false), cont(t)]), "INVALID_UTF8", 1007);
+      assertError(feed([text(t, false), cont(bytes())]), "INVALID_UTF8", 1007);
+    }
+  });
+
+  test("a failed text message does not leak into the next connection's decoder", () => {
+    // Each assembler has its own decoder: a cut sequence left in one must not
+    // affect another.
+    feed([text(bytes(0xe2), false)]);
+    assert.deepEqual(feed([text("ok")]).events, [{ type: "text", data: "ok" }]);
+  });
+
+  test("valid text at the edges of the Unicode range", () => {
+    const s = "\u0000\u007f\u0080\u07ff\u0800\ud7ff\ue000\uffff\u{10000}\u{10ffff}";
+    for (const { name, chunks } of splits(text(s))) {
+      assert.deepEqual(feed(chunks).events, [{ type: "text", data: s }], name);
+    }
+  });
+
+  test("binary messages are not checked as UTF-8", () => {
+    assert.deepEqual(feed([binary(bytes(0xff, 0xc0))]).events, [
+      { type: "binary", data: bytes(0xff, 0xc0) },
+    ]);
+  });
+});
+
+describe("MessageAssembler: close frames (§5.5.1)", () => {
+  test("a 1-byte close payload: 1002", () => {
+    assertError(feed([close(bytes(0x03))]), "INVALID_CLOSE_PAYLOAD", 1002);
+  });
+
+  test("a close code that may not be sent: 1002", () => {
+    for (const code of [0, 999, 1004, 1005, 1006, 1012, 1015, 2999, 5000]) {
+      assertError(feed([close(closePayload(code))]), "INVALID_CLOSE_CODE", 1002);
+    }
+  });
+
+  test("a close reason that is not UTF-8: 1007", () => {
+    assertError(
+      feed([close(concat(closePayload(1000), bytes(0xc3, 0x28)))]),
+      "INVALID_UTF8",
+      1007,
+    );
+  });
+
+  test("a close frame inside a fragmented message is fine", () => {
+    assert.deepEqual(feed([text("a", false), close(closePayload(1001))]).events, [
+      { type: "close", code: 1001, reason: "" },
+    ]);
+  });
+});
+
+describe("MessageAssembler: maxMessageSize", () => {
+  test("a single frame over the limit fails at its header, before any payload arrives (1009)", () => {
+    for (const length of [11, 126, 70000]) {
+      const wire = binary(pattern(length));
+      const headerSize = length < 126 ? 6 : length < 65536 ? 8 : 14;
+      const result = feed([wire.subarray(0, headerSize)], { maxMessageSize: 10 });
+      assertError(result, "MESSAGE_TOO_BIG", 1009);
+      assert.equal(result.failedAt, 0);
+    }
+    assertError(feed([text("x".repeat(11))], { maxMessageSize: 10 }), "MESSAGE_TOO_BIG", 1009);
+  });
+
+  test("exactly the limit is fine", () => {
+    assert.deepEqual(feed([binary(pattern(10))], { maxMessageSize: 10 }).events, [
+      { type: "binary", data: pattern(10) },
+    ]);
+    assert.deepEqual(
+      feed([text("12345", false), cont("67890")], { maxMessageSize: 10 }).events,
+      [{ type: "text", data: "1234567890" }],
+    );
+  });
+
+  test("fragments adding up to more than the limit fail at the header of the one that crosses it", () => {
+    const chunks = [
+      text("1234", false),
+      cont("5678", false),
+      ping(pattern(100)),
+      cont("9ab").subarray(0, 2 + 4),
+    ];
+    const result = feed(chunks, { maxMessageSize: 10 });
+    assertError(result, "MESSAGE_TOO_BIG", 1009);
+    assert.equal(result.failedAt, 3);
+    assertError(
+      feed([binary(pattern(6), false), cont(pattern(5))], { maxMessageSize: 10 }),
+      "MESSAGE_TOO_BIG",
+      1009,
+    );
+  });
+
+  test("control frames do not count towards the message size", () => {
+    const result = feed([text("12345", false), ping(pattern(125)), cont("67890")], {
+      maxMessageSize: 10,
+    });
+    assert.equal(result.error, null);
+    assert.equal(result.events.length, 2);
+  });
+
+  test("the size is counted afresh for each message", () => {
+    const result = feed([text("1234567890"), binary(pattern(6), false), cont(pattern(4))], {
+      maxMessageSize: 10,
+    });
+    assert.equal(result.error, null);
+    assert.equal(result.events.length, 2);
+  });
+
+  test("maxFrameSize below maxMessageSize limits each frame (1009)", () => {
+    const options = { maxMessageSize: 100, maxFrameSize: 10 };
+    assert.equal(feed([text("12345678", false), cont("12345678")], options).events.length, 1);
+    assertError(feed([text("12345678901")], options), "FRAME_TOO_BIG", 1009);
+  });
+});
+
+describe("MessageAssembler: compressed messages (RSV1)", () => {
+  test("RSV1 without an inflater is a protocol error (1002)", () => {
+    const recorder = new MessageRecorder();
+    const assembler = new MessageAssembler(recorder, { maxMessageSize: MB });
+    const parser = new FrameParser(assembler, {
+      role: "server",
+      maxFrameSize: MB,
+      allowRsv1: true,
+    });
+    assert.throws(
+      () => parser.push(clientFrame({ opcode: Opcode.Text, rsv1: true, payload: bytes(1) })),
+      (err: unknown) =>
+        err instanceof WebSocketError && err.code === "RESERVED_BITS" && err.closeCode === 1002,
+    );
+  });
+
+  test("the inflater gets the joined payload and the limit; its output is the message", () => {
+    const calls: { data: Uint8Array; max: number }[] = [];
+    // A stand-in codec: "inflating" reverses the bytes.
+    const inflate: InflateFunction = (data, max) => {
+      calls.push({ data: data.slice(), max });
+      return data.slice().reverse();
+    };
+    const result = feed([
+      clientFrame({ opcode: Opcode.Text, rsv1: true, fin: false, payload: utf8("ol") }),
+      cont("leh"),
+      clientFrame({ opcode: Opcode.Binary, rsv1: true, payload: bytes(1, 2, 3) }),
+      text("plain"),
+    ], { inflate, maxMessageSize: 1000 });
+    assert.equal(result.error, null);
+    assert.deepEqual(result.events, [
+      { type: "text", data: "hello" },
+      { type: "binary", data: bytes(3, 2, 1) },
+      { type: "text", data: "plain" },
+    ]);
+    assert.deepEqual(calls, [{ data: utf8("olleh"), max: 1000 }, {
+      data: bytes(1, 2, 3),
+      max: 1000,
+    }]);
+  });
+
+  test("inflated text that is not UTF-8: 1007", () => {
+    const result = feed(
+      [clientFrame({ opcode: Opcode.Text, rsv1: true, payload: bytes(1) })],
+      { inflate: () => bytes(0xff) },
+    );
+    assertError(result, "INVALID_UTF8", 1007);
+  });
+});
