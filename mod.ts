@@ -67,5 +67,18 @@ export {
   FrameParser,
   type FrameParserOptions,
 } from "./src/protocol/frame.ts";
+export {
+  type FrameDecoderOptions,
+  FrameDecoderStream,
+  type FrameEncoderOptions,
+  FrameEncoderStream,
+} from "./src/streams/frame_stream.ts";
+export {
+  type DecodedMessage,
+  type MessageDecoderOptions,
+  MessageDecoderStream,
+  type MessageEncoderOptions,
+  MessageEncoderStream,
+} from "./src/streams/message_stream.ts";
 export { acceptKey, generateKey } from "./src/protocol/handshake.ts";
 export type { NetAddress } from "./src/runtime/transport.ts";
