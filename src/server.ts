@@ -225,9 +225,10 @@ export async function serve<Data = undefined>(
   };
 
   /** Writes an HTTP error response, then lets the client read it before closing. */
-  async function reject(transport: Transport, bytes: Uint8Array): Promise<void> {
+  async function reject(transport: Transport, bytes: Uint8Array, drain = true): Promise<void> {
     try {
       await transport.write(bytes);
+      if (!drain) return;
       // Closing with unread input makes the kernel send RST, which can destroy
       // the response before the client reads it: drain briefly first.
       const deadline = Date.now() + 1000;
@@ -269,7 +270,8 @@ export async function serve<Data = undefined>(
     const timer = setTimeout(() => {
       timedOut = true;
       handshaking.delete(transport);
-      reject(transport, buildErrorResponse(408, "Handshake not completed in time"));
+      // A read is still pending in handshake(), so no draining here (one reader at a time).
+      reject(transport, buildErrorResponse(408, "Handshake not completed in time"), false);
     }, handshakeTimeout);
     let request: RequestHead;
     let rest: Uint8Array;
