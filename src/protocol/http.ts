@@ -100,13 +100,25 @@ export function findHeadEnd(buf: Uint8Array, from = 0): number {
   return -1;
 }
 
-const latin1 = new TextDecoder("latin1");
+/**
+ * Bytes as ISO-8859-1, one character per byte. Not `TextDecoder("latin1")`:
+ * the Encoding Standard maps that label to windows-1252, which turns bytes
+ * 0x80-0x9F (obs-text, e.g. inside UTF-8 sent in a header value) into
+ * characters above U+00FF that fail the field-value check.
+ */
+function latin1(bytes: Uint8Array): string {
+  let out = "";
+  for (let i = 0; i < bytes.length; i += 4096) {
+    out += String.fromCharCode(...bytes.subarray(i, i + 4096));
+  }
+  return out;
+}
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 // Field values: visible ASCII, obs-text, spaces and tabs (RFC 9110 §5.5).
 const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
 
 function parseLines(head: Uint8Array, status: number): { start: string; headers: Headers } {
-  const text = latin1.decode(head);
+  const text = latin1(head);
   const lines = text.split("\r\n");
   // The head ends with CRLF CRLF, which leaves two empty strings.
   lines.length -= 2;
