@@ -13,6 +13,8 @@ export const WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
 const encoder = new TextEncoder();
 const KEY_PATTERN = /^[A-Za-z0-9+/]{21}[AQgw]==$/;
+// uri-host [":" port] (RFC 9110 §7.2, RFC 3986 §3.2.2): no userinfo, path or spaces.
+const HOST_PATTERN = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::[0-9]*)?$/;
 
 function toBase64(bytes: Uint8Array): string {
   let binary = "";
@@ -72,6 +74,10 @@ export function validateUpgradeRequest(request: RequestHead, secure: boolean): U
   }
   const host = headers.get("host");
   if (host === null || host === "") throw new HandshakeError(400, "Missing Host header");
+  // RFC 9112 §3.2: an invalid Host value (or two Host fields, joined with ", ") is a 400.
+  if (!HOST_PATTERN.test(host)) {
+    throw new HandshakeError(400, `Invalid Host header: ${JSON.stringify(host.slice(0, 64))}`);
+  }
   const upgrade = splitList(headers.get("upgrade"));
   if (!upgrade.some((token) => token.toLowerCase() === "websocket")) {
     throw new HandshakeError(400, "Missing or invalid Upgrade header: expected 'websocket'", {
@@ -107,11 +113,24 @@ export function validateUpgradeRequest(request: RequestHead, secure: boolean): U
   let url: URL;
   try {
     const target = request.target;
+    // Origin-form is appended to the authority, not resolved against it:
+    // resolving would read "//evil.example/x" (or "/\\evil.example/x") as a
+    // network-path reference and take the host from the target.
     url = target.startsWith("/")
-      ? new URL(target, `${secure ? "https" : "http"}://${host}`)
+      ? new URL(`${secure ? "https" : "http"}://${host}${target}`)
       : new URL(target);
   } catch {
     throw new HandshakeError(400, "Invalid request target or Host header");
+  }
+  // Absolute-form must be an http(s) URI (§4.1, RFC 9112 §3.2.2), without userinfo.
+  if (
+    (url.protocol !== "http:" && url.protocol !== "https:") || url.username !== "" ||
+    url.password !== ""
+  ) {
+    throw new HandshakeError(
+      400,
+      `Invalid request target ${JSON.stringify(request.target.slice(0, 64))}`,
+    );
   }
   return {
     key,
