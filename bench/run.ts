@@ -1,0 +1,1016 @@
+/**
+ * The benchmark runner: `deno task bench` (or `deno task bench --quick`).
+ *
+ * Starts every echo server as its own process pinned to core 1 and drives it
+ * with the Bun load generator pinned to core 0, one scenario at a time with
+ * all targets side by side; then measures server memory per idle connection
+ * and the client side. Prints the tables, writes raw JSON to `bench/results/`
+ * and the latest tables, with the machine they ran on, to `bench/README.md`.
+ *
+ * Flags (environment variable in brackets):
+ * - `--quick`: short windows and fewer idle connections (a smoke run, < 1 min)
+ * - `--duration=S` [BENCH_DURATION]: measured seconds per run (default 5)
+ * - `--warmup=S` [BENCH_WARMUP]: warmup seconds per run (default 1)
+ * - `--idle-connections=N` [BENCH_IDLE_CONNECTIONS]: default 10000
+ * - `--only=REGEX`: run only targets/clients whose id matches
+ * - `--skip=servers,idle,clients`: leave out whole parts
+ * - `--no-readme`: do not rewrite bench/README.md
+ *
+ * No timing assertions: this only reports.
+ *
+ * @module
+ */
+
+import type { LoadResult } from "./lib/proc.ts";
+import type { Config, IdleResult } from "./loadgen.ts";
+import type { ClientConfig } from "./clients/client.ts";
+
+const BENCH_DIR = new URL(".", import.meta.url).pathname;
+const ROOT = new URL("..", import.meta.url).pathname;
+
+// ---------------------------------------------------------------- options
+
+interface Options {
+  quick: boolean;
+  warmupMs: number;
+  durationMs: number;
+  idleConnections: number;
+  only: RegExp | null;
+  skip: Set<string>;
+  readme: boolean;
+}
+
+function parseOptions(args: string[]): Options {
+  const flags = new Map<string, string>();
+  for (const arg of args) {
+    const match = /^--([^=]+)(?:=(.*))?$/.exec(arg);
+    if (match === null) throw new Error(`Unknown argument ${arg}; see the header of bench/run.ts`);
+    flags.set(match[1], match[2] ?? "true");
+  }
+  const known = ["quick", "duration", "warmup", "idle-connections", "only", "skip", "no-readme"];
+  for (const name of flags.keys()) {
+    if (!known.includes(name)) {
+      throw new Error(`Unknown flag --${name}; known: ${known.join(", ")}`);
+    }
+  }
+  const quick = flags.has("quick");
+  const number = (flag: string, env: string, full: number, short: number): number => {
+    const text = flags.get(flag) ?? Deno.env.get(env);
+    const value = text === undefined ? (quick ? short : full) : Number(text);
+    if (!(value > 0)) throw new Error(`--${flag} must be a positive number, got ${text}`);
+    return value;
+  };
+  return {
+    quick,
+    warmupMs: number("warmup", "BENCH_WARMUP", 1, 0.25) * 1000,
+    durationMs: number("duration", "BENCH_DURATION", 5, 0.5) * 1000,
+    idleConnections: Math.round(
+      number("idle-connections", "BENCH_IDLE_CONNECTIONS", 10_000, 2_000),
+    ),
+    only: flags.has("only") ? new RegExp(flags.get("only")!) : null,
+    skip: new Set((flags.get("skip") ?? "").split(",").filter((s) => s !== "")),
+    readme: !flags.has("no-readme"),
+  };
+}
+
+// ---------------------------------------------------------------- what runs
+
+type Runtime = "deno" | "bun";
+
+interface Target {
+  id: string;
+  label: string;
+  runtime: Runtime;
+  script: string;
+  /** A raw TCP echo: no handshake. */
+  raw?: boolean;
+  /** The built-in server this one is compared with. */
+  peer?: string;
+  /** The raw TCP echo on the same runtime. */
+  ceiling?: string;
+  /** Measured in the idle-connection scenario. */
+  idle?: boolean;
+}
+
+const TARGETS: Target[] = [
+  {
+    id: "sluice-deno",
+    label: "Sluice on Deno",
+    runtime: "deno",
+    script: "servers/sluice_echo.ts",
+    peer: "deno-builtin",
+    ceiling: "deno-tcp",
+    idle: true,
+  },
+  {
+    id: "deno-builtin",
+    label: "Deno built-in",
+    runtime: "deno",
+    script: "servers/deno_builtin.ts",
+    ceiling: "deno-tcp",
+    idle: true,
+  },
+  {
+    id: "deno-tcp",
+    label: "Deno raw TCP echo",
+    runtime: "deno",
+    script: "servers/deno_tcp_echo.ts",
+    raw: true,
+  },
+  {
+    id: "sluice-bun",
+    label: "Sluice on Bun",
+    runtime: "bun",
+    script: "servers/sluice_echo.ts",
+    peer: "bun-builtin",
+    ceiling: "bun-tcp",
+    idle: true,
+  },
+  {
+    id: "bun-builtin",
+    label: "Bun built-in",
+    runtime: "bun",
+    script: "servers/bun_builtin.ts",
+    ceiling: "bun-tcp",
+    idle: true,
+  },
+  {
+    id: "bun-tcp",
+    label: "Bun raw TCP echo",
+    runtime: "bun",
+    script: "servers/bun_tcp_echo.ts",
+    raw: true,
+  },
+];
+
+interface Scenario {
+  id: string;
+  label: string;
+  size: number;
+  connections: number;
+  inflight: number;
+}
+
+const SCENARIOS: Scenario[] = [
+  {
+    id: "64B-c100-if1",
+    label: "64 B × 100 conns, 1 in flight",
+    size: 64,
+    connections: 100,
+    inflight: 1,
+  },
+  {
+    id: "64B-c100-if16",
+    label: "64 B × 100 conns, 16 in flight",
+    size: 64,
+    connections: 100,
+    inflight: 16,
+  },
+  {
+    id: "64KiB-c10-if1",
+    label: "64 KiB × 10 conns, 1 in flight",
+    size: 65536,
+    connections: 10,
+    inflight: 1,
+  },
+  {
+    id: "1MiB-c4-if1",
+    label: "1 MiB × 4 conns, 1 in flight",
+    size: 1 << 20,
+    connections: 4,
+    inflight: 1,
+  },
+];
+
+interface ClientTarget {
+  id: string;
+  label: string;
+  runtime: Runtime | "node";
+  impl: ClientConfig["impl"] | "ws";
+  /** The built-in client of the same runtime. */
+  peer?: string;
+}
+
+const CLIENTS: ClientTarget[] = [
+  {
+    id: "client-sluice-deno",
+    label: "Sluice WebSocket (events), Deno",
+    runtime: "deno",
+    impl: "sluice",
+    peer: "client-builtin-deno",
+  },
+  {
+    id: "client-sluice-cb-deno",
+    label: "Sluice connect() callbacks, Deno",
+    runtime: "deno",
+    impl: "sluice-callbacks",
+    peer: "client-builtin-deno",
+  },
+  { id: "client-builtin-deno", label: "Deno built-in WebSocket", runtime: "deno", impl: "builtin" },
+  {
+    id: "client-sluice-bun",
+    label: "Sluice WebSocket (events), Bun",
+    runtime: "bun",
+    impl: "sluice",
+    peer: "client-builtin-bun",
+  },
+  {
+    id: "client-sluice-cb-bun",
+    label: "Sluice connect() callbacks, Bun",
+    runtime: "bun",
+    impl: "sluice-callbacks",
+    peer: "client-builtin-bun",
+  },
+  { id: "client-builtin-bun", label: "Bun built-in WebSocket", runtime: "bun", impl: "builtin" },
+  { id: "client-ws-node", label: "npm ws, Node", runtime: "node", impl: "ws" },
+];
+
+const CLIENT_SCENARIOS: Scenario[] = [
+  {
+    id: "64B-c100-if16",
+    label: "64 B × 100 conns, 16 in flight",
+    size: 64,
+    connections: 100,
+    inflight: 16,
+  },
+  {
+    id: "64KiB-c10-if1",
+    label: "64 KiB × 10 conns, 1 in flight",
+    size: 65536,
+    connections: 10,
+    inflight: 1,
+  },
+];
+
+/** The server every client is measured against. */
+const CLIENT_SERVER = "bun-builtin";
+
+// ---------------------------------------------------------------- processes
+
+interface Tools {
+  deno: string;
+  bun: string;
+  node: string;
+  /** Cores to pin servers and load to, or null when pinning is unavailable. */
+  pin: { server: number; load: number } | null;
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function capture(cmd: string, args: string[]): Promise<string> {
+  try {
+    const out = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "null" }).output();
+    return new TextDecoder().decode(out.stdout).trim();
+  } catch {
+    return "";
+  }
+}
+
+async function findTools(): Promise<Tools> {
+  const localBun = `${ROOT}node_modules/.bin/bun`;
+  const bun = (await exists(localBun)) ? localBun : "bun";
+  const cores = navigator.hardwareConcurrency;
+  const taskset = (await capture("sh", ["-c", "command -v taskset"])) !== "";
+  if (!taskset) console.warn("taskset not found: processes are not pinned to cores");
+  if (cores < 2) console.warn("Fewer than 2 cores: processes are not pinned to cores");
+  return {
+    deno: Deno.execPath(),
+    bun,
+    node: "node",
+    pin: taskset && cores >= 2 ? { server: 1, load: 0 } : null,
+  };
+}
+
+/** `sh` raises the open-file limit (10 000 idle sockets), then execs the pinned command. */
+function spawn(tools: Tools, core: "server" | "load", argv: string[]): Deno.ChildProcess {
+  const script = 'ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"; exec "$@"';
+  const pin = tools.pin === null ? [] : ["taskset", "-c", String(tools.pin[core])];
+  return new Deno.Command("sh", {
+    args: ["-c", script, "sh", ...pin, ...argv],
+    cwd: ROOT,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+}
+
+function runtimeArgv(tools: Tools, runtime: Runtime | "node", script: string): string[] {
+  const path = `${BENCH_DIR}${script}`;
+  if (runtime === "deno") return [tools.deno, "run", "--allow-all", path];
+  if (runtime === "bun") return [tools.bun, path];
+  return [tools.node, path];
+}
+
+/** Collects the last few KiB of a stream (for error messages) and drains it. */
+async function tail(stream: ReadableStream<Uint8Array>, into: { text: string }): Promise<void> {
+  const decoder = new TextDecoder();
+  for await (const chunk of stream) {
+    into.text = (into.text + decoder.decode(chunk, { stream: true })).slice(-4000);
+  }
+}
+
+class ServerProcess {
+  readonly target: Target;
+  readonly pid: number;
+  readonly port: number;
+  #child: Deno.ChildProcess;
+  #stderr: { text: string };
+
+  private constructor(
+    target: Target,
+    child: Deno.ChildProcess,
+    port: number,
+    stderr: { text: string },
+  ) {
+    this.target = target;
+    this.#child = child;
+    this.pid = child.pid;
+    this.port = port;
+    this.#stderr = stderr;
+  }
+
+  static async start(tools: Tools, target: Target): Promise<ServerProcess> {
+    const child = spawn(tools, "server", runtimeArgv(tools, target.runtime, target.script));
+    const stderr = { text: "" };
+    tail(child.stderr, stderr).catch(() => {});
+    const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error("no port printed within 30 s")), 30_000);
+    });
+    try {
+      for (;;) {
+        const { value, done } = await Promise.race([lines.read(), timeout]);
+        if (done) throw new Error("exited before printing its port");
+        buffer += value;
+        const match = /\{"port":(\d+)\}/.exec(buffer);
+        if (match !== null) {
+          // Keep draining stdout so the server never blocks on a full pipe.
+          (async () => {
+            while (!(await lines.read()).done);
+          })().catch(() => {});
+          return new ServerProcess(target, child, Number(match[1]), stderr);
+        }
+      }
+    } catch (error) {
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // Already gone.
+      }
+      await child.status;
+      throw new Error(
+        `${target.label} did not start: ${(error as Error).message}\n${stderr.text}`,
+      );
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  get stderr(): string {
+    return this.#stderr.text;
+  }
+
+  async stop(): Promise<void> {
+    try {
+      this.#child.kill("SIGTERM");
+    } catch {
+      // Already gone.
+    }
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const killed = new Promise<void>((resolve) => {
+      timer = setTimeout(() => {
+        try {
+          this.#child.kill("SIGKILL");
+        } catch {
+          // Already gone.
+        }
+        resolve();
+      }, 3000);
+    });
+    await Promise.race([this.#child.status, killed]);
+    clearTimeout(timer);
+    await this.#child.status;
+  }
+}
+
+/** Runs a pinned load process that prints one JSON line; kills it after `timeoutMs`. */
+async function runJson<T>(
+  tools: Tools,
+  argv: string[],
+  timeoutMs: number,
+): Promise<T> {
+  const child = spawn(tools, "load", argv);
+  const timer = setTimeout(() => {
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // Already gone.
+    }
+  }, timeoutMs);
+  const out = await child.output();
+  clearTimeout(timer);
+  const stdout = new TextDecoder().decode(out.stdout).trim();
+  const stderr = new TextDecoder().decode(out.stderr).trim();
+  const last = stdout.split("\n").pop() ?? "";
+  if (!out.success || !last.startsWith("{")) {
+    throw new Error(
+      `exit ${out.code}${out.signal ? ` (${out.signal})` : ""}: ${(stderr || stdout).slice(-1500)}`,
+    );
+  }
+  return JSON.parse(last) as T;
+}
+
+// ---------------------------------------------------------------- results
+
+interface ServerRow {
+  scenario: string;
+  target: string;
+  result?: LoadResult;
+  error?: string;
+}
+
+interface IdleRow {
+  target: string;
+  result?: IdleResult;
+  error?: string;
+}
+
+interface ClientRow {
+  scenario: string;
+  client: string;
+  result?: LoadResult;
+  error?: string;
+}
+
+interface Machine {
+  date: string;
+  nproc: number;
+  cpu: string;
+  memoryGiB: number;
+  kernel: string;
+  deno: string;
+  v8: string;
+  bun: string;
+  node: string;
+  commit: string;
+  pinned: string;
+  loadAverageBefore: string;
+  loadAverageAfter: string;
+}
+
+interface Report {
+  machine: Machine;
+  options: { warmupMs: number; durationMs: number; idleConnections: number; quick: boolean };
+  servers: ServerRow[];
+  idle: IdleRow[];
+  clients: ClientRow[];
+}
+
+async function describeMachine(tools: Tools): Promise<Machine> {
+  const cpuinfo = await Deno.readTextFile("/proc/cpuinfo").catch(() => "");
+  const meminfo = await Deno.readTextFile("/proc/meminfo").catch(() => "");
+  const memKiB = Number(/^MemTotal:\s+(\d+)/m.exec(meminfo)?.[1] ?? 0);
+  return {
+    date: new Date().toISOString(),
+    nproc: Number(await capture("nproc", [])) || navigator.hardwareConcurrency,
+    cpu: /^model name\s*:\s*(.*)$/m.exec(cpuinfo)?.[1] ?? "unknown",
+    memoryGiB: Math.round((memKiB / 1024 / 1024) * 10) / 10,
+    kernel: Deno.osRelease(),
+    deno: Deno.version.deno,
+    v8: Deno.version.v8,
+    bun: await capture(tools.bun, ["--version"]),
+    node: await capture(tools.node, ["--version"]),
+    commit: await capture("git", ["-C", ROOT, "rev-parse", "--short", "HEAD"]),
+    pinned: tools.pin === null
+      ? "not pinned"
+      : `server on core ${tools.pin.server}, load on core ${tools.pin.load} (taskset)`,
+    loadAverageBefore: await loadAverage(),
+    loadAverageAfter: "",
+  };
+}
+
+async function loadAverage(): Promise<string> {
+  const text = await Deno.readTextFile("/proc/loadavg").catch(() => "");
+  return text.split(" ").slice(0, 3).join(" ");
+}
+
+// ---------------------------------------------------------------- running
+
+function selected(options: Options, id: string): boolean {
+  return options.only === null || options.only.test(id);
+}
+
+function progress(text: string): void {
+  Deno.stderr.writeSync(new TextEncoder().encode(text));
+}
+
+function loadConfig(
+  options: Options,
+  server: ServerProcess,
+  scenario: Scenario,
+): Config {
+  return {
+    mode: "load",
+    hostname: "127.0.0.1",
+    port: server.port,
+    raw: server.target.raw === true,
+    connections: scenario.connections,
+    inflight: scenario.inflight,
+    size: scenario.size,
+    warmupMs: options.warmupMs,
+    durationMs: options.durationMs,
+    serverPid: server.pid,
+  };
+}
+
+async function runServers(tools: Tools, options: Options, report: Report): Promise<void> {
+  const targets = TARGETS.filter((t) => selected(options, t.id));
+  const servers = new Map<string, ServerProcess>();
+  try {
+    for (const target of targets) {
+      try {
+        servers.set(target.id, await ServerProcess.start(tools, target));
+      } catch (error) {
+        for (const scenario of SCENARIOS) {
+          report.servers.push({
+            scenario: scenario.id,
+            target: target.id,
+            error: (error as Error).message,
+          });
+        }
+      }
+    }
+    for (const scenario of SCENARIOS) {
+      for (const target of targets) {
+        const server = servers.get(target.id);
+        if (server === undefined) continue;
+        progress(`${scenario.id.padEnd(14)} ${target.label.padEnd(20)} `);
+        const row: ServerRow = { scenario: scenario.id, target: target.id };
+        try {
+          row.result = await runJson<LoadResult>(
+            tools,
+            runtimeArgv(tools, "bun", "loadgen.ts").concat(
+              JSON.stringify(loadConfig(options, server, scenario)),
+            ),
+            options.warmupMs + options.durationMs + 60_000,
+          );
+          progress(`${fmt(row.result.messagesPerSec)} msg/s\n`);
+        } catch (error) {
+          row.error = `${(error as Error).message}\n${server.stderr.slice(-1000)}`;
+          progress(`failed: ${row.error.split("\n")[0]}\n`);
+        }
+        report.servers.push(row);
+      }
+    }
+  } finally {
+    for (const server of servers.values()) await server.stop();
+  }
+}
+
+async function runIdle(tools: Tools, options: Options, report: Report): Promise<void> {
+  for (const target of TARGETS.filter((t) => t.idle && selected(options, t.id))) {
+    progress(`idle ${options.idleConnections} conns ${target.label.padEnd(20)} `);
+    const row: IdleRow = { target: target.id };
+    let server: ServerProcess | undefined;
+    try {
+      server = await ServerProcess.start(tools, target);
+      const base = {
+        mode: "idle" as const,
+        hostname: "127.0.0.1",
+        port: server.port,
+        raw: false,
+        inflight: 1,
+        size: 0,
+        warmupMs: 0,
+        durationMs: 0,
+        serverPid: server.pid,
+        batch: 250,
+      };
+      // Warm the handshake path first, so compiling it is not counted per connection.
+      await runJson<IdleResult>(
+        tools,
+        runtimeArgv(tools, "bun", "loadgen.ts").concat(
+          JSON.stringify({ ...base, connections: 100, settleMs: 100 }),
+        ),
+        60_000,
+      );
+      row.result = await runJson<IdleResult>(
+        tools,
+        runtimeArgv(tools, "bun", "loadgen.ts").concat(
+          JSON.stringify({
+            ...base,
+            connections: options.idleConnections,
+            settleMs: options.quick ? 500 : 2000,
+          }),
+        ),
+        180_000,
+      );
+      progress(`${row.result.perConnectionKiB.toFixed(2)} KiB/conn\n`);
+    } catch (error) {
+      row.error = `${(error as Error).message}\n${server?.stderr.slice(-1000) ?? ""}`;
+      progress(`failed: ${row.error.split("\n")[0]}\n`);
+    } finally {
+      await server?.stop();
+    }
+    report.idle.push(row);
+  }
+}
+
+async function runClients(tools: Tools, options: Options, report: Report): Promise<void> {
+  const clients = CLIENTS.filter((c) => selected(options, c.id));
+  if (clients.length === 0) return;
+  const serverTarget = TARGETS.find((t) => t.id === CLIENT_SERVER)!;
+  const server = await ServerProcess.start(tools, serverTarget);
+  try {
+    for (const scenario of CLIENT_SCENARIOS) {
+      for (const client of clients) {
+        progress(`client ${scenario.id.padEnd(14)} ${client.label.padEnd(34)} `);
+        const row: ClientRow = { scenario: scenario.id, client: client.id };
+        const config = {
+          impl: client.impl,
+          url: `ws://127.0.0.1:${server.port}/`,
+          connections: scenario.connections,
+          inflight: scenario.inflight,
+          size: scenario.size,
+          warmupMs: options.warmupMs,
+          durationMs: options.durationMs,
+          serverPid: server.pid,
+        };
+        const script = client.runtime === "node" ? "clients/ws_node.mjs" : "clients/client.ts";
+        try {
+          row.result = await runJson<LoadResult>(
+            tools,
+            runtimeArgv(tools, client.runtime, script).concat(JSON.stringify(config)),
+            options.warmupMs + options.durationMs + 60_000,
+          );
+          progress(`${fmt(row.result.messagesPerSec)} msg/s\n`);
+        } catch (error) {
+          row.error = (error as Error).message;
+          progress(`failed: ${row.error.split("\n")[0]}\n`);
+        }
+        report.clients.push(row);
+      }
+    }
+  } finally {
+    await server.stop();
+  }
+}
+
+// ---------------------------------------------------------------- tables
+
+function fmt(n: number | null | undefined, digits = 0): string {
+  if (n === null || n === undefined || !Number.isFinite(n)) return "–";
+  return n.toLocaleString("en-US", {
+    minimumFractionDigits: digits,
+    maximumFractionDigits: digits,
+  });
+}
+
+function ratio(a: number | undefined, b: number | undefined): string {
+  if (a === undefined || b === undefined || b === 0) return "–";
+  return `${(a / b).toFixed(2)}×`;
+}
+
+function table(head: string[], rows: string[][]): string {
+  const right = head.map((_, i) => i >= 2);
+  const lines = [
+    `| ${head.join(" | ")} |`,
+    `| ${head.map((_, i) => (right[i] ? "---:" : "---")).join(" | ")} |`,
+    ...rows.map((row) => `| ${row.join(" | ")} |`),
+  ];
+  return lines.join("\n");
+}
+
+function targetLabel(id: string): string {
+  return TARGETS.find((t) => t.id === id)?.label ?? id;
+}
+
+/** Marks a run whose numbers are suspect: saturated load generator or a busy machine. */
+function flags(result: LoadResult): string {
+  const marks = [];
+  if (result.loadCpu > 90) marks.push("L");
+  if (result.otherCpu > 25) marks.push("N");
+  if (result.errors > 0) marks.push("E");
+  return marks.length > 0 ? ` (${marks.join("")})` : "";
+}
+
+function serverTable(report: Report): string {
+  const find = (scenario: string, target: string | undefined) =>
+    report.servers.find((r) => r.scenario === scenario && r.target === target)?.result;
+  const rows: string[][] = [];
+  for (const scenario of SCENARIOS) {
+    for (const row of report.servers.filter((r) => r.scenario === scenario.id)) {
+      const target = TARGETS.find((t) => t.id === row.target)!;
+      const r = row.result;
+      if (r === undefined) {
+        rows.push([scenario.label, target.label, "failed", "", "", "", "", "", "", "", ""]);
+        continue;
+      }
+      rows.push([
+        scenario.label,
+        target.label + flags(r),
+        fmt(r.messagesPerSec),
+        fmt(r.mbPerSec, 1),
+        fmt(r.p50us),
+        fmt(r.p99us),
+        fmt(r.serverCpu),
+        fmt(r.loadCpu),
+        fmt(r.otherCpu),
+        target.peer ? ratio(r.messagesPerSec, find(scenario.id, target.peer)?.messagesPerSec) : "",
+        target.ceiling
+          ? ratio(r.messagesPerSec, find(scenario.id, target.ceiling)?.messagesPerSec)
+          : "",
+      ]);
+    }
+  }
+  return table(
+    [
+      "Scenario",
+      "Server",
+      "msg/s",
+      "MB/s",
+      "p50 µs",
+      "p99 µs",
+      "server CPU %",
+      "loadgen CPU %",
+      "other CPU %",
+      "vs built-in",
+      "vs raw TCP",
+    ],
+    rows,
+  );
+}
+
+function idleTable(report: Report): string {
+  return table(
+    ["Server", "connections", "RSS before MiB", "RSS after MiB", "KiB / connection"],
+    report.idle.map((row) => {
+      const r = row.result;
+      if (r === undefined) return [targetLabel(row.target), "failed", "", "", ""];
+      return [
+        targetLabel(row.target),
+        fmt(r.connections) + (r.errors > 0 ? ` (${r.errors} failed)` : ""),
+        fmt(r.rssBeforeKiB / 1024, 1),
+        fmt(r.rssAfterKiB / 1024, 1),
+        fmt(r.perConnectionKiB, 2),
+      ];
+    }),
+  );
+}
+
+function clientTable(report: Report): string {
+  const find = (scenario: string, client: string | undefined) =>
+    report.clients.find((r) => r.scenario === scenario && r.client === client)?.result;
+  const rows: string[][] = [];
+  for (const scenario of CLIENT_SCENARIOS) {
+    for (const row of report.clients.filter((r) => r.scenario === scenario.id)) {
+      const client = CLIENTS.find((c) => c.id === row.client)!;
+      const r = row.result;
+      if (r === undefined) {
+        rows.push([scenario.label, client.label, "failed", "", "", "", "", "", "", "", ""]);
+        continue;
+      }
+      rows.push([
+        scenario.label,
+        client.label + flags({ ...r, loadCpu: 0 }),
+        fmt(r.messagesPerSec),
+        fmt(r.mbPerSec, 1),
+        fmt(r.p50us),
+        fmt(r.p99us),
+        fmt(r.loadCpu),
+        fmt(r.serverCpu),
+        fmt(r.otherCpu),
+        client.peer ? ratio(r.messagesPerSec, find(scenario.id, client.peer)?.messagesPerSec) : "",
+        ratio(r.messagesPerSec, find(scenario.id, "client-ws-node")?.messagesPerSec),
+      ]);
+    }
+  }
+  return table(
+    [
+      "Scenario",
+      "Client",
+      "msg/s",
+      "MB/s",
+      "p50 µs",
+      "p99 µs",
+      "client CPU %",
+      "server CPU %",
+      "other CPU %",
+      "vs built-in",
+      "vs ws",
+    ],
+    rows,
+  );
+}
+
+function verdict(pass: boolean | null): string {
+  return pass === null ? "not measured" : pass ? "**met**" : "**not met**";
+}
+
+function goals(report: Report): string {
+  const lines: string[] = [];
+  const server = (scenario: string, target: string) =>
+    report.servers.find((r) => r.scenario === scenario && r.target === target)?.result;
+  for (const [sluice, peer] of [["sluice-deno", "deno-builtin"], ["sluice-bun", "bun-builtin"]]) {
+    const parts: string[] = [];
+    let pass: boolean | null = null;
+    for (const scenario of SCENARIOS) {
+      const a = server(scenario.id, sluice)?.messagesPerSec;
+      const b = server(scenario.id, peer)?.messagesPerSec;
+      if (a === undefined || b === undefined) continue;
+      pass = (pass ?? true) && a >= b;
+      parts.push(`${scenario.id} ${ratio(a, b)}`);
+    }
+    lines.push(
+      `- ${targetLabel(sluice)} ≥ ${targetLabel(peer)} throughput in every scenario: ` +
+        `${verdict(pass)} (${parts.join(", ") || "–"})`,
+    );
+  }
+  for (const [sluice, ceiling] of [["sluice-deno", "deno-tcp"], ["sluice-bun", "bun-tcp"]]) {
+    const a = server("1MiB-c4-if1", sluice)?.mbPerSec;
+    const b = server("1MiB-c4-if1", ceiling)?.mbPerSec;
+    const pass = a === undefined || b === undefined ? null : a / b > 0.6;
+    lines.push(
+      `- ${targetLabel(sluice)} > 60% of the raw TCP ceiling with 1 MiB messages: ` +
+        `${verdict(pass)} (${
+          a === undefined || b === undefined ? "–" : `${Math.round((100 * a) / b)}%`
+        })`,
+    );
+  }
+  for (const sluice of ["sluice-deno", "sluice-bun"]) {
+    const r = report.idle.find((row) => row.target === sluice)?.result;
+    lines.push(
+      `- ${targetLabel(sluice)} < 10 KiB of server memory per idle connection: ` +
+        `${verdict(r === undefined ? null : r.perConnectionKiB < 10)} (${
+          r === undefined ? "–" : `${fmt(r.perConnectionKiB, 2)} KiB`
+        })`,
+    );
+  }
+  for (const runtime of ["deno", "bun"]) {
+    const parts: string[] = [];
+    let pass: boolean | null = null;
+    for (const scenario of CLIENT_SCENARIOS) {
+      const find = (id: string) =>
+        report.clients.find((r) => r.scenario === scenario.id && r.client === id)?.result;
+      const a = find(`client-sluice-${runtime}`)?.messagesPerSec;
+      const b = find(`client-builtin-${runtime}`)?.messagesPerSec;
+      if (a === undefined || b === undefined) continue;
+      pass = (pass ?? true) && a >= b;
+      parts.push(`${scenario.id} ${ratio(a, b)}`);
+    }
+    const name = runtime === "deno" ? "Deno" : "Bun";
+    lines.push(
+      `- Sluice client ≥ ${name} built-in client (same WHATWG API): ${verdict(pass)} (${
+        parts.join(", ") || "–"
+      })`,
+    );
+  }
+  return lines.join("\n");
+}
+
+function errorsSection(report: Report): string {
+  const failed = [
+    ...report.servers.filter((r) => r.error).map((r) => `${r.scenario} ${r.target}: ${r.error}`),
+    ...report.idle.filter((r) => r.error).map((r) => `idle ${r.target}: ${r.error}`),
+    ...report.clients.filter((r) => r.error).map((r) => `${r.scenario} ${r.client}: ${r.error}`),
+  ];
+  if (failed.length === 0) return "";
+  return `\n## Failed runs\n\n\`\`\`\n${failed.map((f) => f.slice(0, 600)).join("\n\n")}\n\`\`\`\n`;
+}
+
+function tables(report: Report): string {
+  const o = report.options;
+  const parts = [
+    `Measured window ${o.durationMs / 1000} s after ${o.warmupMs / 1000} s of warmup per run` +
+    (o.quick ? " (**quick smoke run**: too short for reliable numbers)." : "."),
+  ];
+  if (report.servers.length > 0) {
+    parts.push(`### Server throughput and latency\n\n${serverTable(report)}`);
+  }
+  if (report.idle.length > 0) {
+    parts.push(`### Server memory per idle connection\n\n${idleTable(report)}`);
+  }
+  if (report.clients.length > 0) {
+    parts.push(
+      `### Client side (against ${targetLabel(CLIENT_SERVER)} on the other core)\n\n${
+        clientTable(report)
+      }`,
+    );
+  }
+  parts.push(`### Goals\n\n${goals(report)}`);
+  parts.push(
+    "Marks: (L) load generator above 90% CPU, so it may be the bottleneck; (N) other " +
+      "processes used over 25% of a core during the window (shared machine: noisy); " +
+      "(E) connections failed.",
+  );
+  return parts.join("\n\n") + "\n" + errorsSection(report);
+}
+
+function machineSection(m: Machine): string {
+  return [
+    `- Date: ${m.date}`,
+    `- CPU: ${m.cpu}, nproc ${m.nproc}; ${m.pinned}`,
+    `- Memory: ${m.memoryGiB} GiB; kernel ${m.kernel}`,
+    `- Deno ${m.deno} (V8 ${m.v8}), Bun ${m.bun}, Node ${m.node}`,
+    `- Sluice commit: ${m.commit}`,
+    `- Load average before / after: ${m.loadAverageBefore} / ${m.loadAverageAfter}`,
+  ].join("\n");
+}
+
+const METHOD = `## What is measured
+
+Every server is a separate process pinned to core 1 (\`taskset -c 1\`); the load
+generator (\`bench/loadgen.ts\`, Bun with raw \`Bun.connect\` sockets, precomputed
+masked frames, replies parsed by skipping payloads) is pinned to core 0. All
+targets run side by side, one scenario at a time.
+
+- **Servers** (\`bench/servers/\`): Sluice's \`serve()\` with an echo \`message\`
+  callback on Deno and on Bun; Deno's built-in \`Deno.serve\` +
+  \`Deno.upgradeWebSocket\`; Bun's built-in \`Bun.serve\` websocket handler; and a
+  raw TCP echo per runtime (Deno \`conn.read\`/\`conn.write\` loop, Bun \`data\`
+  callback writing back), the ceiling. The raw echo gets the same WebSocket
+  frames and sends them back byte for byte, still masked.
+- **msg/s**: messages echoed back per second in the measured window, each
+  connection keeping a fixed number of binary messages in flight. **MB/s**:
+  echoed payload bytes received per second (10^6). **p50/p99**: round-trip time
+  from send to reply, µs.
+- **CPU %**: user + system time of the process (all threads) over the window,
+  from \`/proc/PID/stat\`, as % of one core. **other CPU %**: the rest of the
+  machine's busy time in the window (other work on a shared machine).
+- **vs built-in**: msg/s relative to the same runtime's built-in server (or
+  client); **vs raw TCP**: relative to the same runtime's raw TCP echo.
+- **Idle memory**: a fresh server process, warmed with 100 connections, then
+  N connections opened in batches of 250 (handshake completed, nothing sent);
+  (RSS after − RSS before) / N, from \`/proc/PID/status\` VmRSS.
+- **Client side**: each client library opens the connections itself against
+  Bun's built-in server on the other core; client CPU is the client process.
+
+Run it: \`deno task bench\` (about 6 minutes), \`deno task bench --quick\` (under
+a minute, smoke only), options \`--duration=S --warmup=S --idle-connections=N
+--only=REGEX --skip=servers,idle,clients --no-readme\` (see \`bench/run.ts\`).
+Raw JSON of every run goes to \`bench/results/\` (not committed). Benchmarks only
+report: no test asserts on timings.
+`;
+
+function readme(report: Report): string {
+  return `# Sluice benchmarks
+
+Generated by \`deno task bench\`; do not edit by hand.
+
+## Latest results
+
+${tables(report)}
+## Machine
+
+${machineSection(report.machine)}
+
+${METHOD}`;
+}
+
+// ---------------------------------------------------------------- main
+
+async function main(): Promise<void> {
+  const options = parseOptions(Deno.args);
+  const tools = await findTools();
+  const report: Report = {
+    machine: await describeMachine(tools),
+    options: {
+      warmupMs: options.warmupMs,
+      durationMs: options.durationMs,
+      idleConnections: options.idleConnections,
+      quick: options.quick,
+    },
+    servers: [],
+    idle: [],
+    clients: [],
+  };
+  const started = performance.now();
+  if (!options.skip.has("servers")) await runServers(tools, options, report);
+  if (!options.skip.has("idle")) await runIdle(tools, options, report);
+  if (!options.skip.has("clients")) await runClients(tools, options, report);
+  report.machine.loadAverageAfter = await loadAverage();
+
+  const stamp = report.machine.date.replace(/[:.]/g, "-");
+  await Deno.mkdir(`${BENCH_DIR}results`, { recursive: true });
+  const json = JSON.stringify(report, null, 2);
+  await Deno.writeTextFile(`${BENCH_DIR}results/${stamp}.json`, json);
+  await Deno.writeTextFile(`${BENCH_DIR}results/latest.json`, json);
+  if (options.readme) await Deno.writeTextFile(`${BENCH_DIR}README.md`, readme(report));
+
+  console.log(`\n${tables(report)}\n${machineSection(report.machine)}`);
+  console.log(
+    `\nDone in ${((performance.now() - started) / 1000).toFixed(0)} s; raw results in ` +
+      `bench/results/${stamp}.json${options.readme ? ", tables in bench/README.md" : ""}.`,
+  );
+}
+
+if (import.meta.main) await main();
