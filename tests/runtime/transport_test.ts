@@ -347,6 +347,38 @@ describe(`${runtime.name} transport`, () => {
     }
   });
 
+  test("the Deno read buffer grows for bulk data and shrinks back when idle", {
+    skip: runtime.name !== "deno" && "Deno adapter only",
+    timeout: 30000,
+  }, async () => {
+    // The buffer behind each chunk is the adapter's reused read buffer.
+    const { client, server } = await connectedPair();
+    try {
+      const sending = send(server, new Uint8Array(4 * MiB));
+      let largest = 0;
+      for (let got = 0; got < 4 * MiB;) {
+        const chunk = await within(client.read(), 5000, "bulk read");
+        assert.ok(chunk !== null);
+        got += chunk.byteLength;
+        largest = Math.max(largest, chunk.buffer.byteLength);
+      }
+      await sending;
+      assert.ok(largest > 4096, `buffer never grew beyond ${largest} bytes`);
+      assert.ok(largest <= 256 * 1024, `buffer grew to ${largest} bytes`);
+      let last = largest;
+      for (let i = 0; i < 16; i++) {
+        await send(server, text("ping"));
+        const chunk = await within(client.read(), 5000, "small read");
+        assert.ok(chunk !== null);
+        last = chunk.buffer.byteLength;
+      }
+      assert.equal(last, 4096, "buffer did not shrink back after small reads");
+    } finally {
+      client.close();
+      server.close();
+    }
+  });
+
   test("a peer that stops reading makes writes stall", { timeout: 30000 }, async () => {
     const { client, server } = await connectedPair();
     try {
