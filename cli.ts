@@ -33,6 +33,7 @@ serve options:
                             default: any origin)
   --cert FILE --key FILE    Serve wss:// with this PEM certificate chain and key
   --protocol P              Subprotocol the server speaks (repeatable)
+  --compression             Accept permessage-deflate (RFC 7692) offers
 
   Any path is accepted. Ctrl-C closes every connection with 1001 and exits.
 
@@ -42,6 +43,7 @@ connect options:
   --origin ORIGIN           Origin header to send
   --ca FILE                 Extra trusted CA certificate (PEM) for wss://
   --max-message-size BYTES  Largest message to accept (default 16777216)
+  --compression             Offer permessage-deflate (RFC 7692)
 
   Each stdin line is sent as a text message; end of input closes with 1000.
   Text messages print as they are; binary ones as "[binary N bytes] <base64>".
@@ -97,6 +99,7 @@ async function runServe(args: string[]): Promise<void> {
       cert: { type: "string" },
       key: { type: "string" },
       protocol: { type: "string", multiple: true },
+      compression: { type: "boolean" },
       help: { type: "boolean", short: "h" },
     },
     strict: true,
@@ -127,6 +130,7 @@ async function runServe(args: string[]): Promise<void> {
     maxMessageSize: positiveInt("--max-message-size", values["max-message-size"], 16 * 1024 * 1024),
     allowedOrigins: values["allow-origin"],
     protocols: values.protocol,
+    compression: values.compression ?? false,
     tls,
   }, {
     open(ws) {
@@ -165,6 +169,7 @@ async function runConnect(args: string[]): Promise<void> {
       origin: { type: "string" },
       ca: { type: "string" },
       "max-message-size": { type: "string" },
+      compression: { type: "boolean" },
       help: { type: "boolean", short: "h" },
     },
     allowPositionals: true,
@@ -200,6 +205,7 @@ async function runConnect(args: string[]): Promise<void> {
       protocols: values.protocol,
       origin: values.origin,
       caCerts,
+      compression: values.compression ?? false,
       maxMessageSize: positiveInt(
         "--max-message-size",
         values["max-message-size"],

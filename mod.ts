@@ -30,10 +30,21 @@ export {
   serve,
   type ServeOptions,
   type Server,
+  type TlsOptions,
   type UpgradeDecision,
   type UpgradeRequestInfo,
 } from "./src/server.ts";
 export { connect, type ConnectOptions, WebSocket } from "./src/client.ts";
+export {
+  type ConnectionEnd,
+  type DisconnectedPolicy,
+  type JitterMode,
+  ReconnectEvent,
+  ReconnectingWebSocket,
+  type ReconnectingWebSocketEventMap,
+  type ReconnectOptions,
+  shouldReconnectByDefault,
+} from "./src/reconnect.ts";
 export {
   type BinaryType,
   type CloseInfo,
@@ -80,5 +91,6 @@ export {
   type MessageEncoderOptions,
   MessageEncoderStream,
 } from "./src/streams/message_stream.ts";
+export type { DeflateOptions } from "./src/protocol/permessage_deflate.ts";
 export { acceptKey, generateKey } from "./src/protocol/handshake.ts";
 export type { NetAddress } from "./src/runtime/transport.ts";

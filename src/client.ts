@@ -10,6 +10,13 @@ import { currentRuntime } from "./runtime/mod.ts";
 import { HeadReader, parseResponseHead } from "./protocol/http.ts";
 import { buildClientRequest, generateKey, validateServerResponse } from "./protocol/handshake.ts";
 import { HandshakeError } from "./protocol/errors.ts";
+import {
+  deflateOffer,
+  type DeflateOptions,
+  type NegotiatedDeflate,
+  parseDeflateResponse,
+} from "./protocol/permessage_deflate.ts";
+import { PerMessageDeflate } from "./protocol/deflate_codec.ts";
 import { isToken } from "./protocol/http.ts";
 import { type BinaryType, WebSocketConnection, type WebSocketHandlers } from "./websocket.ts";
 
@@ -48,6 +55,16 @@ export interface ConnectOptions<Data = unknown> {
   handlers?: WebSocketHandlers<Data>;
   /** Value for `ws.data`. */
   data?: Data;
+  /**
+   * Offer permessage-deflate (RFC 7692): `true` for the defaults, or the
+   * four negotiation parameters, the threshold and zlib levels. A server
+   * response that breaks the offer fails the handshake. @default {false}
+   */
+  compression?: boolean | DeflateOptions;
+}
+
+function deflateOptionsOf(option: boolean | DeflateOptions | undefined): DeflateOptions | null {
+  return option === true ? {} : option ? option : null;
 }
 
 const REDIRECTS = [301, 302, 303, 307, 308];
@@ -97,6 +114,7 @@ interface Handshaken {
   transport: Transport;
   protocol: string;
   extensions: string;
+  deflate: NegotiatedDeflate | null;
   headers: Headers;
   rest: Uint8Array;
 }
@@ -111,6 +129,8 @@ async function openHandshake<Data>(
   registerTransport: (t: Transport | null) => void,
 ): Promise<Handshaken> {
   let redirects = options.maxRedirects ?? 0;
+  const deflate = deflateOptionsOf(options.compression);
+  const offer = deflate === null ? undefined : deflateOffer(deflate);
   const extraHeaders = new Headers(options.headers);
   for (;;) {
     const secure = url.protocol === "wss:";
@@ -127,6 +147,7 @@ async function openHandshake<Data>(
       await transport.write(buildClientRequest(url, {
         key,
         protocols,
+        extensions: offer,
         origin: options.origin,
         headers: extraHeaders,
       }));
@@ -157,17 +178,26 @@ async function openHandshake<Data>(
       }
       const body = response.status === 101 ? "" : textDecoder.decode(result.rest.subarray(0, 512));
       const agreed = await validateServerResponse(response, { key, protocols, body });
+      let negotiated: NegotiatedDeflate | null = null;
       if (agreed.extensions !== "") {
-        throw new HandshakeError(
-          101,
-          `Server accepted extensions the client did not offer: ${agreed.extensions}`,
-          response.headers,
-        );
+        if (deflate === null) {
+          throw new HandshakeError(
+            101,
+            `Server accepted extensions the client did not offer: ${agreed.extensions}`,
+            response.headers,
+          );
+        }
+        try {
+          negotiated = parseDeflateResponse(agreed.extensions, deflate);
+        } catch (err) {
+          throw new HandshakeError(101, (err as Error).message, response.headers);
+        }
       }
       return {
         transport,
         protocol: agreed.protocol,
         extensions: agreed.extensions,
+        deflate: negotiated,
         headers: response.headers,
         rest: result.rest,
       };
@@ -231,12 +261,15 @@ async function establish<Data>(
       done.transport.close();
       throw abortedWith;
     }
+    const codec = done.deflate === null
+      ? null
+      : new PerMessageDeflate(done.deflate, "client", deflateOptionsOf(options.compression) ?? {});
     ws._start({
       transport: done.transport,
       protocol: done.protocol,
       extensions: done.extensions,
       headers: done.headers,
-      codec: null,
+      codec,
     }, done.rest);
     options.signal?.addEventListener("abort", () => ws.close(1000), { once: true });
   } catch (err) {

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { readFile } from "node:fs/promises";
 import type { Listener, NetAddress, Transport } from "./runtime/transport.ts";
 import { currentRuntime } from "./runtime/mod.ts";
 import { HeadReader, parseRequestHead, type RequestHead } from "./protocol/http.ts";
@@ -16,8 +17,26 @@ import {
   validateUpgradeRequest,
 } from "./protocol/handshake.ts";
 import { HandshakeError } from "./protocol/errors.ts";
+import {
+  type DeflateOptions,
+  resolveDeflateOptions,
+  selectDeflateOffer,
+} from "./protocol/permessage_deflate.ts";
+import { PerMessageDeflate } from "./protocol/deflate_codec.ts";
 import { CloseCode } from "./protocol/close_codes.ts";
 import { type BinaryType, WebSocketConnection, type WebSocketHandlers } from "./websocket.ts";
+
+/** TLS material for {@linkcode serve}: PEM strings or PEM file paths. */
+export type TlsOptions = { cert: string; key: string } | { certFile: string; keyFile: string };
+
+async function loadTls(tls: TlsOptions): Promise<{ cert: string; key: string }> {
+  if ("cert" in tls) return tls;
+  const [cert, key] = await Promise.all([
+    readFile(tls.certFile, "utf8"),
+    readFile(tls.keyFile, "utf8"),
+  ]);
+  return { cert, key };
+}
 
 /** What the `onUpgrade` hook sees of an upgrade request. */
 export interface UpgradeRequestInfo {
@@ -57,8 +76,11 @@ export interface ServeOptions<Data = unknown> {
   hostname?: string;
   /** Aborting it shuts the server down (connections closed with 1001). */
   signal?: AbortSignal;
-  /** TLS certificate and key in PEM: the server then speaks `wss://`. */
-  tls?: { cert: string; key: string };
+  /**
+   * TLS certificate chain and private key, as PEM strings (`cert`, `key`)
+   * or file paths (`certFile`, `keyFile`): the server then speaks `wss://`.
+   */
+  tls?: TlsOptions;
   /**
    * Origins allowed to connect (exact `Origin` values such as
    * `"https://example.com"`). Requests with another Origin get 403; requests
@@ -109,6 +131,15 @@ export interface ServeOptions<Data = unknown> {
   maxBufferedAmount?: number;
   /** How binary messages appear in `message` events. @default {"arraybuffer"} */
   binaryType?: BinaryType;
+  /**
+   * permessage-deflate (RFC 7692): `true` for the defaults, or the four
+   * negotiation parameters, the threshold below which messages go
+   * uncompressed, and zlib's level and memory level. Off by default: with
+   * context takeover each connection holds a few hundred KiB of zlib state
+   * (see the README for measured costs); `serverNoContextTakeover` and
+   * `clientNoContextTakeover` bring that to nearly nothing. @default {false}
+   */
+  compression?: boolean | DeflateOptions;
 }
 
 /** The function form of a handler: called for each connection as it opens. */
@@ -204,10 +235,17 @@ export async function serve<Data = undefined>(
     ? { open: handler }
     : handler;
   const secure = options.tls !== undefined;
+  const deflateOptions: DeflateOptions | null = options.compression === true
+    ? {}
+    : options.compression
+    ? options.compression
+    : null;
+  // Validate the compression options now rather than on the first connection.
+  if (deflateOptions !== null) resolveDeflateOptions(deflateOptions);
   const listener: Listener = await currentRuntime().listen({
     hostname: options.hostname ?? "0.0.0.0",
     port: options.port ?? 8080,
-    tls: options.tls,
+    tls: options.tls === undefined ? undefined : await loadTls(options.tls),
   });
   const addr = listener.addr;
   const url = `${secure ? "wss" : "ws"}://${formatHost(addr.hostname)}:${addr.port}/`;
@@ -333,6 +371,20 @@ export async function serve<Data = undefined>(
       if (protocol !== "" && !upgrade.protocols.includes(protocol)) {
         throw new Error(`Subprotocol selector chose ${protocol}, which the client did not offer`);
       }
+      let extensions = "";
+      let codec: PerMessageDeflate | null = null;
+      if (deflateOptions !== null && upgrade.extensions !== null) {
+        let selection = null;
+        try {
+          selection = selectDeflateOffer(upgrade.extensions, deflateOptions);
+        } catch {
+          // A malformed offer is declined, not fatal (RFC 7692 §5).
+        }
+        if (selection !== null) {
+          extensions = selection.response;
+          codec = new PerMessageDeflate(selection.params, "server", deflateOptions);
+        }
+      }
       const accept = await acceptKey(upgrade.key);
       clearTimeout(timer);
       handshaking.delete(transport);
@@ -341,7 +393,11 @@ export async function serve<Data = undefined>(
         await reject(transport, buildErrorResponse(503, "Server is shutting down"));
         return;
       }
-      const response = buildUpgradeResponse(accept, { protocol, headers: extraHeaders });
+      const response = buildUpgradeResponse(accept, {
+        protocol,
+        extensions,
+        headers: extraHeaders,
+      });
       const ws = new WebSocketConnection<Data>({
         role: "server",
         url: upgrade.url.href.replace(/^http/, "ws"),
@@ -360,7 +416,7 @@ export async function serve<Data = undefined>(
       connections.add(ws);
       await transport.write(response);
       ws._start(
-        { transport, protocol, extensions: "", headers: request.headers, codec: null },
+        { transport, protocol, extensions, headers: request.headers, codec },
         rest,
       );
     } catch (err) {

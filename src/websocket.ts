@@ -174,6 +174,7 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
   #transport!: Transport;
   #protocol!: WebSocketProtocol;
   #attached = false;
+  #codec: MessageCodec | null = null;
   #abortConnecting: (() => void) | null = null;
   // Stored with Data erased so WebSocketConnection<Data> stays assignable to WebSocketConnection.
   #init: ConnectionInit<unknown>;
@@ -442,6 +443,7 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
     this.#subprotocol = attach.protocol;
     this.#extensions = attach.extensions;
     this.#headers = attach.headers;
+    this.#codec = attach.codec;
     this.#attached = true;
     this.#abortConnecting = null;
     this.#protocol = new WebSocketProtocol(
@@ -768,6 +770,11 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
   #finish(): void {
     if (this.#finished) return;
     this.#finished = true;
+    try {
+      this.#codec?.close?.();
+    } catch {
+      // Freeing zlib memory must not stop the close from being reported.
+    }
     const protocol = this.#attached ? this.#protocol : null;
     const info: CloseInfo = {
       closeCode: protocol?.closeCode ?? CloseCode.Abnormal,

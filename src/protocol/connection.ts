@@ -50,6 +50,8 @@ export interface MessageCodec {
   decompress: InflateFunction;
   /** Messages smaller than this many bytes are sent uncompressed. */
   threshold: number;
+  /** Frees the codec's memory once the connection is over. */
+  close?(): void;
 }
 
 /** Options for {@linkcode WebSocketProtocol}. */
