@@ -14,6 +14,8 @@
  * - `--idle-connections=N` [BENCH_IDLE_CONNECTIONS]: default 10000
  * - `--only=REGEX`: run only targets/clients whose id matches
  * - `--skip=servers,idle,clients`: leave out whole parts
+ * - `--nice=N` [BENCH_NICE]: run servers and load at this nice value (e.g. -10,
+ *   needs root) so that other work on a shared machine disturbs less
  * - `--no-readme`: do not rewrite bench/README.md
  *
  * No timing assertions: this only reports.
@@ -23,7 +25,20 @@
 
 import type { LoadResult } from "./lib/proc.ts";
 import type { Config, IdleResult } from "./loadgen.ts";
-import type { ClientConfig } from "./clients/client.ts";
+import {
+  capture,
+  CLIENT_SCENARIOS,
+  CLIENT_SERVER,
+  CLIENTS,
+  findTools,
+  runJson,
+  runtimeArgv,
+  type Scenario,
+  SCENARIOS,
+  ServerProcess,
+  TARGETS,
+  type Tools,
+} from "./lib/harness.ts";
 
 const BENCH_DIR = new URL(".", import.meta.url).pathname;
 const ROOT = new URL("..", import.meta.url).pathname;
@@ -38,6 +53,7 @@ interface Options {
   only: RegExp | null;
   skip: Set<string>;
   readme: boolean;
+  nice: number;
 }
 
 function parseOptions(args: string[]): Options {
@@ -47,7 +63,16 @@ function parseOptions(args: string[]): Options {
     if (match === null) throw new Error(`Unknown argument ${arg}; see the header of bench/run.ts`);
     flags.set(match[1], match[2] ?? "true");
   }
-  const known = ["quick", "duration", "warmup", "idle-connections", "only", "skip", "no-readme"];
+  const known = [
+    "quick",
+    "duration",
+    "warmup",
+    "idle-connections",
+    "only",
+    "skip",
+    "nice",
+    "no-readme",
+  ];
   for (const name of flags.keys()) {
     if (!known.includes(name)) {
       throw new Error(`Unknown flag --${name}; known: ${known.join(", ")}`);
@@ -70,363 +95,8 @@ function parseOptions(args: string[]): Options {
     only: flags.has("only") ? new RegExp(flags.get("only")!) : null,
     skip: new Set((flags.get("skip") ?? "").split(",").filter((s) => s !== "")),
     readme: !flags.has("no-readme"),
+    nice: Number(flags.get("nice") ?? Deno.env.get("BENCH_NICE") ?? 0),
   };
-}
-
-// ---------------------------------------------------------------- what runs
-
-type Runtime = "deno" | "bun";
-
-interface Target {
-  id: string;
-  label: string;
-  runtime: Runtime;
-  script: string;
-  /** A raw TCP echo: no handshake. */
-  raw?: boolean;
-  /** The built-in server this one is compared with. */
-  peer?: string;
-  /** The raw TCP echo on the same runtime. */
-  ceiling?: string;
-  /** Measured in the idle-connection scenario. */
-  idle?: boolean;
-}
-
-const TARGETS: Target[] = [
-  {
-    id: "sluice-deno",
-    label: "Sluice on Deno",
-    runtime: "deno",
-    script: "servers/sluice_echo.ts",
-    peer: "deno-builtin",
-    ceiling: "deno-tcp",
-    idle: true,
-  },
-  {
-    id: "deno-builtin",
-    label: "Deno built-in",
-    runtime: "deno",
-    script: "servers/deno_builtin.ts",
-    ceiling: "deno-tcp",
-    idle: true,
-  },
-  {
-    id: "deno-tcp",
-    label: "Deno raw TCP echo",
-    runtime: "deno",
-    script: "servers/deno_tcp_echo.ts",
-    raw: true,
-  },
-  {
-    id: "sluice-bun",
-    label: "Sluice on Bun",
-    runtime: "bun",
-    script: "servers/sluice_echo.ts",
-    peer: "bun-builtin",
-    ceiling: "bun-tcp",
-    idle: true,
-  },
-  {
-    id: "bun-builtin",
-    label: "Bun built-in",
-    runtime: "bun",
-    script: "servers/bun_builtin.ts",
-    ceiling: "bun-tcp",
-    idle: true,
-  },
-  {
-    id: "bun-tcp",
-    label: "Bun raw TCP echo",
-    runtime: "bun",
-    script: "servers/bun_tcp_echo.ts",
-    raw: true,
-  },
-];
-
-interface Scenario {
-  id: string;
-  label: string;
-  size: number;
-  connections: number;
-  inflight: number;
-}
-
-const SCENARIOS: Scenario[] = [
-  {
-    id: "64B-c100-if1",
-    label: "64 B × 100 conns, 1 in flight",
-    size: 64,
-    connections: 100,
-    inflight: 1,
-  },
-  {
-    id: "64B-c100-if16",
-    label: "64 B × 100 conns, 16 in flight",
-    size: 64,
-    connections: 100,
-    inflight: 16,
-  },
-  {
-    id: "64KiB-c10-if1",
-    label: "64 KiB × 10 conns, 1 in flight",
-    size: 65536,
-    connections: 10,
-    inflight: 1,
-  },
-  {
-    id: "1MiB-c4-if1",
-    label: "1 MiB × 4 conns, 1 in flight",
-    size: 1 << 20,
-    connections: 4,
-    inflight: 1,
-  },
-];
-
-interface ClientTarget {
-  id: string;
-  label: string;
-  runtime: Runtime | "node";
-  impl: ClientConfig["impl"] | "ws";
-  /** The built-in client of the same runtime. */
-  peer?: string;
-}
-
-const CLIENTS: ClientTarget[] = [
-  {
-    id: "client-sluice-deno",
-    label: "Sluice WebSocket (events), Deno",
-    runtime: "deno",
-    impl: "sluice",
-    peer: "client-builtin-deno",
-  },
-  {
-    id: "client-sluice-cb-deno",
-    label: "Sluice connect() callbacks, Deno",
-    runtime: "deno",
-    impl: "sluice-callbacks",
-    peer: "client-builtin-deno",
-  },
-  { id: "client-builtin-deno", label: "Deno built-in WebSocket", runtime: "deno", impl: "builtin" },
-  {
-    id: "client-sluice-bun",
-    label: "Sluice WebSocket (events), Bun",
-    runtime: "bun",
-    impl: "sluice",
-    peer: "client-builtin-bun",
-  },
-  {
-    id: "client-sluice-cb-bun",
-    label: "Sluice connect() callbacks, Bun",
-    runtime: "bun",
-    impl: "sluice-callbacks",
-    peer: "client-builtin-bun",
-  },
-  { id: "client-builtin-bun", label: "Bun built-in WebSocket", runtime: "bun", impl: "builtin" },
-  { id: "client-ws-node", label: "npm ws, Node", runtime: "node", impl: "ws" },
-];
-
-const CLIENT_SCENARIOS: Scenario[] = [
-  {
-    id: "64B-c100-if16",
-    label: "64 B × 100 conns, 16 in flight",
-    size: 64,
-    connections: 100,
-    inflight: 16,
-  },
-  {
-    id: "64KiB-c10-if1",
-    label: "64 KiB × 10 conns, 1 in flight",
-    size: 65536,
-    connections: 10,
-    inflight: 1,
-  },
-];
-
-/** The server every client is measured against. */
-const CLIENT_SERVER = "bun-builtin";
-
-// ---------------------------------------------------------------- processes
-
-interface Tools {
-  deno: string;
-  bun: string;
-  node: string;
-  /** Cores to pin servers and load to, or null when pinning is unavailable. */
-  pin: { server: number; load: number } | null;
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-async function capture(cmd: string, args: string[]): Promise<string> {
-  try {
-    const out = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "null" }).output();
-    return new TextDecoder().decode(out.stdout).trim();
-  } catch {
-    return "";
-  }
-}
-
-async function findTools(): Promise<Tools> {
-  const localBun = `${ROOT}node_modules/.bin/bun`;
-  const bun = (await exists(localBun)) ? localBun : "bun";
-  const cores = navigator.hardwareConcurrency;
-  const taskset = (await capture("sh", ["-c", "command -v taskset"])) !== "";
-  if (!taskset) console.warn("taskset not found: processes are not pinned to cores");
-  if (cores < 2) console.warn("Fewer than 2 cores: processes are not pinned to cores");
-  return {
-    deno: Deno.execPath(),
-    bun,
-    node: "node",
-    pin: taskset && cores >= 2 ? { server: 1, load: 0 } : null,
-  };
-}
-
-/** `sh` raises the open-file limit (10 000 idle sockets), then execs the pinned command. */
-function spawn(tools: Tools, core: "server" | "load", argv: string[]): Deno.ChildProcess {
-  const script = 'ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"; exec "$@"';
-  const pin = tools.pin === null ? [] : ["taskset", "-c", String(tools.pin[core])];
-  return new Deno.Command("sh", {
-    args: ["-c", script, "sh", ...pin, ...argv],
-    cwd: ROOT,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-}
-
-function runtimeArgv(tools: Tools, runtime: Runtime | "node", script: string): string[] {
-  const path = `${BENCH_DIR}${script}`;
-  if (runtime === "deno") return [tools.deno, "run", "--allow-all", path];
-  if (runtime === "bun") return [tools.bun, path];
-  return [tools.node, path];
-}
-
-/** Collects the last few KiB of a stream (for error messages) and drains it. */
-async function tail(stream: ReadableStream<Uint8Array>, into: { text: string }): Promise<void> {
-  const decoder = new TextDecoder();
-  for await (const chunk of stream) {
-    into.text = (into.text + decoder.decode(chunk, { stream: true })).slice(-4000);
-  }
-}
-
-class ServerProcess {
-  readonly target: Target;
-  readonly pid: number;
-  readonly port: number;
-  #child: Deno.ChildProcess;
-  #stderr: { text: string };
-
-  private constructor(
-    target: Target,
-    child: Deno.ChildProcess,
-    port: number,
-    stderr: { text: string },
-  ) {
-    this.target = target;
-    this.#child = child;
-    this.pid = child.pid;
-    this.port = port;
-    this.#stderr = stderr;
-  }
-
-  static async start(tools: Tools, target: Target): Promise<ServerProcess> {
-    const child = spawn(tools, "server", runtimeArgv(tools, target.runtime, target.script));
-    const stderr = { text: "" };
-    tail(child.stderr, stderr).catch(() => {});
-    const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-    let buffer = "";
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error("no port printed within 30 s")), 30_000);
-    });
-    try {
-      for (;;) {
-        const { value, done } = await Promise.race([lines.read(), timeout]);
-        if (done) throw new Error("exited before printing its port");
-        buffer += value;
-        const match = /\{"port":(\d+)\}/.exec(buffer);
-        if (match !== null) {
-          // Keep draining stdout so the server never blocks on a full pipe.
-          (async () => {
-            while (!(await lines.read()).done);
-          })().catch(() => {});
-          return new ServerProcess(target, child, Number(match[1]), stderr);
-        }
-      }
-    } catch (error) {
-      try {
-        child.kill("SIGKILL");
-      } catch {
-        // Already gone.
-      }
-      await child.status;
-      throw new Error(
-        `${target.label} did not start: ${(error as Error).message}\n${stderr.text}`,
-      );
-    } finally {
-      clearTimeout(timer);
-    }
-  }
-
-  get stderr(): string {
-    return this.#stderr.text;
-  }
-
-  async stop(): Promise<void> {
-    try {
-      this.#child.kill("SIGTERM");
-    } catch {
-      // Already gone.
-    }
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const killed = new Promise<void>((resolve) => {
-      timer = setTimeout(() => {
-        try {
-          this.#child.kill("SIGKILL");
-        } catch {
-          // Already gone.
-        }
-        resolve();
-      }, 3000);
-    });
-    await Promise.race([this.#child.status, killed]);
-    clearTimeout(timer);
-    await this.#child.status;
-  }
-}
-
-/** Runs a pinned load process that prints one JSON line; kills it after `timeoutMs`. */
-async function runJson<T>(
-  tools: Tools,
-  argv: string[],
-  timeoutMs: number,
-): Promise<T> {
-  const child = spawn(tools, "load", argv);
-  const timer = setTimeout(() => {
-    try {
-      child.kill("SIGKILL");
-    } catch {
-      // Already gone.
-    }
-  }, timeoutMs);
-  const out = await child.output();
-  clearTimeout(timer);
-  const stdout = new TextDecoder().decode(out.stdout).trim();
-  const stderr = new TextDecoder().decode(out.stderr).trim();
-  const last = stdout.split("\n").pop() ?? "";
-  if (!out.success || !last.startsWith("{")) {
-    throw new Error(
-      `exit ${out.code}${out.signal ? ` (${out.signal})` : ""}: ${(stderr || stdout).slice(-1500)}`,
-    );
-  }
-  return JSON.parse(last) as T;
 }
 
 // ---------------------------------------------------------------- results
@@ -490,9 +160,11 @@ async function describeMachine(tools: Tools): Promise<Machine> {
     bun: await capture(tools.bun, ["--version"]),
     node: await capture(tools.node, ["--version"]),
     commit: await capture("git", ["-C", ROOT, "rev-parse", "--short", "HEAD"]),
-    pinned: tools.pin === null
-      ? "not pinned"
-      : `server on core ${tools.pin.server}, load on core ${tools.pin.load} (taskset)`,
+    pinned:
+      (tools.pin === null
+        ? "not pinned"
+        : `server on core ${tools.pin.server}, load on core ${tools.pin.load} (taskset)`) +
+      (tools.nice === 0 ? "" : `, nice ${tools.nice}`),
     loadAverageBefore: await loadAverage(),
     loadAverageAfter: "",
   };
@@ -980,7 +652,7 @@ ${METHOD}`;
 
 async function main(): Promise<void> {
   const options = parseOptions(Deno.args);
-  const tools = await findTools();
+  const tools = await findTools(options.nice);
   const report: Report = {
     machine: await describeMachine(tools),
     options: {

@@ -5,7 +5,11 @@
  * @module
  */
 
+import process from "node:process";
 import { bun } from "../lib/bun_api.ts";
+
+// Exit normally on SIGTERM, so that `bun --cpu-prof` writes its profile.
+process.on("SIGTERM", () => process.exit(0));
 
 const server = bun().serve({
   port: 0,

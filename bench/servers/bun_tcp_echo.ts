@@ -5,7 +5,11 @@
  * @module
  */
 
+import process from "node:process";
 import { bun, type BunSocket } from "../lib/bun_api.ts";
+
+// Exit normally on SIGTERM, so that `bun --cpu-prof` writes its profile.
+process.on("SIGTERM", () => process.exit(0));
 
 interface State {
   queue: Uint8Array[];

@@ -5,7 +5,11 @@
  * @module
  */
 
+import process from "node:process";
 import { serve } from "../../mod.ts";
+
+// Exit normally on SIGTERM, so that `bun --cpu-prof` writes its profile.
+process.on("SIGTERM", () => process.exit(0));
 
 const server = await serve({ port: 0, hostname: "127.0.0.1" }, {
   message(ws, data) {

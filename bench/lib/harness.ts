@@ -1,0 +1,378 @@
+/**
+ * What the benchmark runs (servers, scenarios, clients) and how it runs
+ * them: pinned, rlimit-raised subprocesses, servers that print their port,
+ * load processes that print one JSON line. Shared by `run.ts` and
+ * `profile.ts`.
+ *
+ * @module
+ */
+
+import type { ClientConfig } from "../clients/client.ts";
+
+const BENCH_DIR = new URL("..", import.meta.url).pathname;
+const ROOT = new URL("../..", import.meta.url).pathname;
+
+export type Runtime = "deno" | "bun";
+
+export interface Target {
+  id: string;
+  label: string;
+  runtime: Runtime;
+  script: string;
+  /** A raw TCP echo: no handshake. */
+  raw?: boolean;
+  /** The built-in server this one is compared with. */
+  peer?: string;
+  /** The raw TCP echo on the same runtime. */
+  ceiling?: string;
+  /** Measured in the idle-connection scenario. */
+  idle?: boolean;
+}
+
+export const TARGETS: Target[] = [
+  {
+    id: "sluice-deno",
+    label: "Sluice on Deno",
+    runtime: "deno",
+    script: "servers/sluice_echo.ts",
+    peer: "deno-builtin",
+    ceiling: "deno-tcp",
+    idle: true,
+  },
+  {
+    id: "deno-builtin",
+    label: "Deno built-in",
+    runtime: "deno",
+    script: "servers/deno_builtin.ts",
+    ceiling: "deno-tcp",
+    idle: true,
+  },
+  {
+    id: "deno-tcp",
+    label: "Deno raw TCP echo",
+    runtime: "deno",
+    script: "servers/deno_tcp_echo.ts",
+    raw: true,
+  },
+  {
+    id: "sluice-bun",
+    label: "Sluice on Bun",
+    runtime: "bun",
+    script: "servers/sluice_echo.ts",
+    peer: "bun-builtin",
+    ceiling: "bun-tcp",
+    idle: true,
+  },
+  {
+    id: "bun-builtin",
+    label: "Bun built-in",
+    runtime: "bun",
+    script: "servers/bun_builtin.ts",
+    ceiling: "bun-tcp",
+    idle: true,
+  },
+  {
+    id: "bun-tcp",
+    label: "Bun raw TCP echo",
+    runtime: "bun",
+    script: "servers/bun_tcp_echo.ts",
+    raw: true,
+  },
+];
+
+export interface Scenario {
+  id: string;
+  label: string;
+  size: number;
+  connections: number;
+  inflight: number;
+}
+
+export const SCENARIOS: Scenario[] = [
+  {
+    id: "64B-c100-if1",
+    label: "64 B × 100 conns, 1 in flight",
+    size: 64,
+    connections: 100,
+    inflight: 1,
+  },
+  {
+    id: "64B-c100-if16",
+    label: "64 B × 100 conns, 16 in flight",
+    size: 64,
+    connections: 100,
+    inflight: 16,
+  },
+  {
+    id: "64KiB-c10-if1",
+    label: "64 KiB × 10 conns, 1 in flight",
+    size: 65536,
+    connections: 10,
+    inflight: 1,
+  },
+  {
+    id: "1MiB-c4-if1",
+    label: "1 MiB × 4 conns, 1 in flight",
+    size: 1 << 20,
+    connections: 4,
+    inflight: 1,
+  },
+];
+
+export interface ClientTarget {
+  id: string;
+  label: string;
+  runtime: Runtime | "node";
+  impl: ClientConfig["impl"] | "ws";
+  /** The built-in client of the same runtime. */
+  peer?: string;
+}
+
+export const CLIENTS: ClientTarget[] = [
+  {
+    id: "client-sluice-deno",
+    label: "Sluice WebSocket (events), Deno",
+    runtime: "deno",
+    impl: "sluice",
+    peer: "client-builtin-deno",
+  },
+  {
+    id: "client-sluice-cb-deno",
+    label: "Sluice connect() callbacks, Deno",
+    runtime: "deno",
+    impl: "sluice-callbacks",
+    peer: "client-builtin-deno",
+  },
+  { id: "client-builtin-deno", label: "Deno built-in WebSocket", runtime: "deno", impl: "builtin" },
+  {
+    id: "client-sluice-bun",
+    label: "Sluice WebSocket (events), Bun",
+    runtime: "bun",
+    impl: "sluice",
+    peer: "client-builtin-bun",
+  },
+  {
+    id: "client-sluice-cb-bun",
+    label: "Sluice connect() callbacks, Bun",
+    runtime: "bun",
+    impl: "sluice-callbacks",
+    peer: "client-builtin-bun",
+  },
+  { id: "client-builtin-bun", label: "Bun built-in WebSocket", runtime: "bun", impl: "builtin" },
+  { id: "client-ws-node", label: "npm ws, Node", runtime: "node", impl: "ws" },
+];
+
+export const CLIENT_SCENARIOS: Scenario[] = [
+  {
+    id: "64B-c100-if16",
+    label: "64 B × 100 conns, 16 in flight",
+    size: 64,
+    connections: 100,
+    inflight: 16,
+  },
+  {
+    id: "64KiB-c10-if1",
+    label: "64 KiB × 10 conns, 1 in flight",
+    size: 65536,
+    connections: 10,
+    inflight: 1,
+  },
+];
+
+/** The server every client is measured against. */
+export const CLIENT_SERVER = "bun-builtin";
+
+// ---------------------------------------------------------------- processes
+
+export interface Tools {
+  deno: string;
+  bun: string;
+  node: string;
+  /** Cores to pin servers and load to, or null when pinning is unavailable. */
+  pin: { server: number; load: number } | null;
+  /** Nice value for servers and load (0: unchanged). */
+  nice: number;
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export async function capture(cmd: string, args: string[]): Promise<string> {
+  try {
+    const out = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "null" }).output();
+    return new TextDecoder().decode(out.stdout).trim();
+  } catch {
+    return "";
+  }
+}
+
+export async function findTools(nice: number): Promise<Tools> {
+  const localBun = `${ROOT}node_modules/.bin/bun`;
+  const bun = (await exists(localBun)) ? localBun : "bun";
+  const cores = navigator.hardwareConcurrency;
+  const taskset = (await capture("sh", ["-c", "command -v taskset"])) !== "";
+  if (!taskset) console.warn("taskset not found: processes are not pinned to cores");
+  if (cores < 2) console.warn("Fewer than 2 cores: processes are not pinned to cores");
+  return {
+    deno: Deno.execPath(),
+    bun,
+    node: "node",
+    pin: taskset && cores >= 2 ? { server: 1, load: 0 } : null,
+    nice,
+  };
+}
+
+/** `sh` raises the open-file limit (10 000 idle sockets), then execs the pinned command. */
+export function spawn(tools: Tools, core: "server" | "load", argv: string[]): Deno.ChildProcess {
+  const script = 'ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"; exec "$@"';
+  const pin = tools.pin === null ? [] : ["taskset", "-c", String(tools.pin[core])];
+  const nice = tools.nice === 0 ? [] : ["nice", "-n", String(tools.nice)];
+  return new Deno.Command("sh", {
+    args: ["-c", script, "sh", ...nice, ...pin, ...argv],
+    cwd: ROOT,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+}
+
+/** The command line running `script` (relative to bench/) with runtime `flags`. */
+export function runtimeArgv(
+  tools: Tools,
+  runtime: Runtime | "node",
+  script: string,
+  flags: string[] = [],
+): string[] {
+  const path = `${BENCH_DIR}${script}`;
+  if (runtime === "deno") return [tools.deno, "run", "--allow-all", ...flags, path];
+  if (runtime === "bun") return [tools.bun, ...flags, path];
+  return [tools.node, ...flags, path];
+}
+
+/** Collects the last few KiB of a stream (for error messages) and drains it. */
+async function tail(stream: ReadableStream<Uint8Array>, into: { text: string }): Promise<void> {
+  const decoder = new TextDecoder();
+  for await (const chunk of stream) {
+    into.text = (into.text + decoder.decode(chunk, { stream: true })).slice(-4000);
+  }
+}
+
+export class ServerProcess {
+  readonly target: Target;
+  readonly pid: number;
+  readonly port: number;
+  #child: Deno.ChildProcess;
+  #stderr: { text: string };
+
+  private constructor(
+    target: Target,
+    child: Deno.ChildProcess,
+    port: number,
+    stderr: { text: string },
+  ) {
+    this.target = target;
+    this.#child = child;
+    this.pid = child.pid;
+    this.port = port;
+    this.#stderr = stderr;
+  }
+
+  /** Starts `target` (with extra runtime `flags`) and waits for its port. */
+  static async start(tools: Tools, target: Target, flags: string[] = []): Promise<ServerProcess> {
+    const child = spawn(tools, "server", runtimeArgv(tools, target.runtime, target.script, flags));
+    const stderr = { text: "" };
+    tail(child.stderr, stderr).catch(() => {});
+    const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error("no port printed within 30 s")), 30_000);
+    });
+    try {
+      for (;;) {
+        const { value, done } = await Promise.race([lines.read(), timeout]);
+        if (done) throw new Error("exited before printing its port");
+        buffer += value;
+        const match = /\{"port":(\d+)\}/.exec(buffer);
+        if (match !== null) {
+          // Keep draining stdout so the server never blocks on a full pipe.
+          (async () => {
+            while (!(await lines.read()).done);
+          })().catch(() => {});
+          return new ServerProcess(target, child, Number(match[1]), stderr);
+        }
+      }
+    } catch (error) {
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // Already gone.
+      }
+      await child.status;
+      throw new Error(
+        `${target.label} did not start: ${(error as Error).message}\n${stderr.text}`,
+      );
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  get stderr(): string {
+    return this.#stderr.text;
+  }
+
+  async stop(): Promise<void> {
+    try {
+      this.#child.kill("SIGTERM");
+    } catch {
+      // Already gone.
+    }
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const killed = new Promise<void>((resolve) => {
+      timer = setTimeout(() => {
+        try {
+          this.#child.kill("SIGKILL");
+        } catch {
+          // Already gone.
+        }
+        resolve();
+      }, 3000);
+    });
+    await Promise.race([this.#child.status, killed]);
+    clearTimeout(timer);
+    await this.#child.status;
+  }
+}
+
+/** Runs a pinned load process that prints one JSON line; kills it after `timeoutMs`. */
+export async function runJson<T>(
+  tools: Tools,
+  argv: string[],
+  timeoutMs: number,
+): Promise<T> {
+  const child = spawn(tools, "load", argv);
+  const timer = setTimeout(() => {
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // Already gone.
+    }
+  }, timeoutMs);
+  const out = await child.output();
+  clearTimeout(timer);
+  const stdout = new TextDecoder().decode(out.stdout).trim();
+  const stderr = new TextDecoder().decode(out.stderr).trim();
+  const last = stdout.split("\n").pop() ?? "";
+  if (!out.success || !last.startsWith("{")) {
+    throw new Error(
+      `exit ${out.code}${out.signal ? ` (${out.signal})` : ""}: ${(stderr || stdout).slice(-1500)}`,
+    );
+  }
+  return JSON.parse(last) as T;
+}
