@@ -22,7 +22,6 @@ import {
   closeFrame,
   concat,
   Op,
-  parseClose,
   pattern,
   RawClient,
   sleep,
