@@ -17,6 +17,6 @@ try {
   console.log(JSON.stringify(report));
   process.exit(0);
 } catch (error) {
-  console.log(JSON.stringify({ failed: String(error?.stack ?? error) }));
+  console.log(JSON.stringify({ failed: String(error instanceof Error ? error.stack : error) }));
   process.exit(1);
 }
