@@ -543,3 +543,86 @@ describe("MessageAssembler: compressed messages (RSV1)", () => {
     assertError(result, "INVALID_UTF8", 1007);
   });
 });
+
+describe("MessageAssembler: random streams", () => {
+  /** A small seeded PRNG (mulberry32), so a failure can be replayed. */
+  function random(seed: number): () => number {
+    return () => {
+      seed = (seed + 0x6d2b79f5) | 0;
+      let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+      t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+      return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    };
+  }
+
+  const CHARS = [
+    "a",
+    "Z",
+    " ",
+    "é",
+    "€",
+    "𝄞",
+    "\ufeff",
+    "\u0000",
+    "\u07ff",
+    "\uffff",
+    "\u{10ffff}",
+  ];
+
+  for (const role of ["server", "client"] as const) {
+    test(`${role}: fragmented messages, interleaved control frames, random cuts`, () => {
+      for (let seed = 1; seed <= 150; seed++) {
+        const rand = random(seed);
+        const int = (n: number) => Math.floor(rand() * n);
+        const build = (parts: Parameters<typeof clientFrame>[0]) =>
+          role === "server"
+            ? clientFrame({ ...parts, mask: bytes(int(256), int(256), int(256), int(256)) })
+            : serverFrame(parts);
+        const frames: Uint8Array[] = [];
+        const expected: MessageEvent[] = [];
+        const control = () => {
+          const data = pattern(int(4) === 0 ? 125 : int(6), int(100));
+          const isPing = int(2) === 0;
+          frames.push(build({ opcode: isPing ? Opcode.Ping : Opcode.Pong, payload: data }));
+          expected.push({ type: isPing ? "ping" : "pong", data });
+        };
+        for (let m = int(6) + 1; m > 0; m--) {
+          const isText = int(2) === 0;
+          let payload: Uint8Array;
+          let str = "";
+          if (isText) {
+            for (let n = int(int(5) === 0 ? 3000 : 40); n > 0; n--) str += CHARS[int(CHARS.length)];
+            payload = utf8(str);
+          } else {
+            payload = pattern(int(int(5) === 0 ? 70_000 : 300), seed);
+          }
+          // Cut the payload into fragments, some empty, anywhere (inside characters too).
+          const cuts = [0];
+          for (let n = int(4); n > 0; n--) cuts.push(int(payload.length + 1));
+          cuts.push(payload.length);
+          cuts.sort((a, b) => a - b);
+          for (let f = 0; f + 1 < cuts.length; f++) {
+            if (f > 0 && int(3) === 0) control();
+            frames.push(build({
+              opcode: f === 0 ? (isText ? Opcode.Text : Opcode.Binary) : Opcode.Continuation,
+              fin: f + 2 === cuts.length,
+              payload: payload.subarray(cuts[f], cuts[f + 1]),
+            }));
+          }
+          expected.push(isText ? { type: "text", data: str } : { type: "binary", data: payload });
+          if (int(4) === 0) control();
+        }
+        const input = concat(...frames);
+        const chunks: Uint8Array[] = [];
+        for (let at = 0; at < input.length;) {
+          const size = int(4) === 0 ? int(3) + 1 : int(int(3) === 0 ? 5000 : 200) + 1;
+          chunks.push(input.subarray(at, at + size));
+          at += size;
+        }
+        const result = feed(chunks, { role });
+        assert.equal(result.error, null, `seed ${seed}: ${result.error?.message}`);
+        assert.deepEqual(result.events, expected, `seed ${seed}`);
+      }
+    });
+  }
+});
