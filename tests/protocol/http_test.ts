@@ -171,6 +171,8 @@ describe("HeadReader", () => {
 
   test("a single chunk with no terminator beyond maxSize is refused at once", () => {
     assertHandshakeError(() => new HeadReader(64).push(raw("G".repeat(65))), 431);
+    // Exactly maxSize bytes with no terminator can never become a head.
+    assertHandshakeError(() => new HeadReader(64).push(raw("G".repeat(64))), 431);
     assert.equal(new HeadReader(64).push(raw("G".repeat(63))), null);
   });
 });

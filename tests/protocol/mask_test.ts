@@ -3,7 +3,16 @@ import assert from "node:assert/strict";
 import { applyMask, nextMaskKey, unmaskInto } from "../../src/protocol/mask.ts";
 import { bytes, hex, KEY, naiveMask, pattern } from "./_helpers.ts";
 
-const MASKS = [KEY, bytes(0xff, 0x00, 0x80, 0x01), bytes(0x01, 0x02, 0x03, 0x04)];
+const MASKS = [
+  KEY,
+  bytes(0xff, 0x00, 0x80, 0x01),
+  bytes(0x01, 0x02, 0x03, 0x04),
+  // A single non-zero byte in each position: not to be mistaken for an all-zero mask.
+  bytes(0x00, 0x00, 0x00, 0x01),
+  bytes(0x00, 0x00, 0x80, 0x00),
+  bytes(0x00, 0x40, 0x00, 0x00),
+  bytes(0x20, 0x00, 0x00, 0x00),
+];
 
 describe("applyMask", () => {
   test("matches the §5.3 definition for every length 0..100 and offset 0..3", () => {
