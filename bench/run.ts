@@ -9,8 +9,10 @@
  *
  * Flags (environment variable in brackets):
  * - `--quick`: short windows and fewer idle connections (a smoke run, < 1 min)
- * - `--duration=S` [BENCH_DURATION]: measured seconds per run (default 5)
+ * - `--duration=S` [BENCH_DURATION]: measured seconds per run (default 3)
  * - `--warmup=S` [BENCH_WARMUP]: warmup seconds per run (default 1)
+ * - `--rounds=N` [BENCH_ROUNDS]: runs per target and scenario, interleaved
+ *   with the other targets; the median is reported (default 3, quick 1)
  * - `--idle-connections=N` [BENCH_IDLE_CONNECTIONS]: default 10000
  * - `--only=REGEX`: run only targets/clients whose id matches
  * - `--skip=servers,idle,clients`: leave out whole parts
@@ -49,6 +51,7 @@ interface Options {
   quick: boolean;
   warmupMs: number;
   durationMs: number;
+  rounds: number;
   idleConnections: number;
   only: RegExp | null;
   skip: Set<string>;
@@ -68,6 +71,7 @@ function parseOptions(args: string[]): Options {
     "duration",
     "warmup",
     "idle-connections",
+    "rounds",
     "only",
     "skip",
     "nice",
@@ -88,7 +92,8 @@ function parseOptions(args: string[]): Options {
   return {
     quick,
     warmupMs: number("warmup", "BENCH_WARMUP", 1, 0.25) * 1000,
-    durationMs: number("duration", "BENCH_DURATION", 5, 0.5) * 1000,
+    durationMs: number("duration", "BENCH_DURATION", 3, 0.5) * 1000,
+    rounds: Math.round(number("rounds", "BENCH_ROUNDS", 3, 1)),
     idleConnections: Math.round(
       number("idle-connections", "BENCH_IDLE_CONNECTIONS", 10_000, 2_000),
     ),
@@ -104,7 +109,10 @@ function parseOptions(args: string[]): Options {
 interface ServerRow {
   scenario: string;
   target: string;
+  /** The median round by msg/s. */
   result?: LoadResult;
+  /** Every successful round. */
+  runs: LoadResult[];
   error?: string;
 }
 
@@ -117,8 +125,17 @@ interface IdleRow {
 interface ClientRow {
   scenario: string;
   client: string;
+  /** The median round by msg/s. */
   result?: LoadResult;
+  /** Every successful round. */
+  runs: LoadResult[];
   error?: string;
+}
+
+/** The median run by messages per second (the lower middle one for an even count). */
+function median(runs: LoadResult[]): LoadResult | undefined {
+  const sorted = [...runs].sort((a, b) => a.messagesPerSec - b.messagesPerSec);
+  return sorted[Math.floor((sorted.length - 1) / 2)];
 }
 
 interface Machine {
@@ -139,7 +156,13 @@ interface Machine {
 
 interface Report {
   machine: Machine;
-  options: { warmupMs: number; durationMs: number; idleConnections: number; quick: boolean };
+  options: {
+    warmupMs: number;
+    durationMs: number;
+    rounds: number;
+    idleConnections: number;
+    quick: boolean;
+  };
   servers: ServerRow[];
   idle: IdleRow[];
   clients: ClientRow[];
@@ -216,30 +239,39 @@ async function runServers(tools: Tools, options: Options, report: Report): Promi
           report.servers.push({
             scenario: scenario.id,
             target: target.id,
+            runs: [],
             error: (error as Error).message,
           });
         }
       }
     }
     for (const scenario of SCENARIOS) {
-      for (const target of targets) {
-        const server = servers.get(target.id);
-        if (server === undefined) continue;
-        progress(`${scenario.id.padEnd(14)} ${target.label.padEnd(20)} `);
-        const row: ServerRow = { scenario: scenario.id, target: target.id };
-        try {
-          row.result = await runJson<LoadResult>(
-            tools,
-            runtimeArgv(tools, "bun", "loadgen.ts").concat(
-              JSON.stringify(loadConfig(options, server, scenario)),
-            ),
-            options.warmupMs + options.durationMs + 60_000,
-          );
-          progress(`${fmt(row.result.messagesPerSec)} msg/s\n`);
-        } catch (error) {
-          row.error = `${(error as Error).message}\n${server.stderr.slice(-1000)}`;
-          progress(`failed: ${row.error.split("\n")[0]}\n`);
+      const rows = new Map<string, ServerRow>();
+      for (let round = 1; round <= options.rounds; round++) {
+        for (const target of targets) {
+          const server = servers.get(target.id);
+          if (server === undefined) continue;
+          const row = rows.get(target.id) ?? { scenario: scenario.id, target: target.id, runs: [] };
+          rows.set(target.id, row);
+          progress(`${scenario.id.padEnd(14)} #${round} ${target.label.padEnd(20)} `);
+          try {
+            const result = await runJson<LoadResult>(
+              tools,
+              runtimeArgv(tools, "bun", "loadgen.ts").concat(
+                JSON.stringify(loadConfig(options, server, scenario)),
+              ),
+              options.warmupMs + options.durationMs + 60_000,
+            );
+            row.runs.push(result);
+            progress(`${fmt(result.messagesPerSec)} msg/s\n`);
+          } catch (error) {
+            row.error = `${(error as Error).message}\n${server.stderr.slice(-1000)}`;
+            progress(`failed: ${row.error.split("\n")[0]}\n`);
+          }
         }
+      }
+      for (const row of rows.values()) {
+        row.result = median(row.runs);
         report.servers.push(row);
       }
     }
@@ -304,31 +336,39 @@ async function runClients(tools: Tools, options: Options, report: Report): Promi
   const server = await ServerProcess.start(tools, serverTarget);
   try {
     for (const scenario of CLIENT_SCENARIOS) {
-      for (const client of clients) {
-        progress(`client ${scenario.id.padEnd(14)} ${client.label.padEnd(34)} `);
-        const row: ClientRow = { scenario: scenario.id, client: client.id };
-        const config = {
-          impl: client.impl,
-          url: `ws://127.0.0.1:${server.port}/`,
-          connections: scenario.connections,
-          inflight: scenario.inflight,
-          size: scenario.size,
-          warmupMs: options.warmupMs,
-          durationMs: options.durationMs,
-          serverPid: server.pid,
-        };
-        const script = client.runtime === "node" ? "clients/ws_node.mjs" : "clients/client.ts";
-        try {
-          row.result = await runJson<LoadResult>(
-            tools,
-            runtimeArgv(tools, client.runtime, script).concat(JSON.stringify(config)),
-            options.warmupMs + options.durationMs + 60_000,
-          );
-          progress(`${fmt(row.result.messagesPerSec)} msg/s\n`);
-        } catch (error) {
-          row.error = (error as Error).message;
-          progress(`failed: ${row.error.split("\n")[0]}\n`);
+      const rows = new Map<string, ClientRow>();
+      for (let round = 1; round <= options.rounds; round++) {
+        for (const client of clients) {
+          progress(`client ${scenario.id.padEnd(14)} #${round} ${client.label.padEnd(34)} `);
+          const row = rows.get(client.id) ?? { scenario: scenario.id, client: client.id, runs: [] };
+          rows.set(client.id, row);
+          const config = {
+            impl: client.impl,
+            url: `ws://127.0.0.1:${server.port}/`,
+            connections: scenario.connections,
+            inflight: scenario.inflight,
+            size: scenario.size,
+            warmupMs: options.warmupMs,
+            durationMs: options.durationMs,
+            serverPid: server.pid,
+          };
+          const script = client.runtime === "node" ? "clients/ws_node.mjs" : "clients/client.ts";
+          try {
+            const result = await runJson<LoadResult>(
+              tools,
+              runtimeArgv(tools, client.runtime, script).concat(JSON.stringify(config)),
+              options.warmupMs + options.durationMs + 60_000,
+            );
+            row.runs.push(result);
+            progress(`${fmt(result.messagesPerSec)} msg/s\n`);
+          } catch (error) {
+            row.error = (error as Error).message;
+            progress(`failed: ${row.error.split("\n")[0]}\n`);
+          }
         }
+      }
+      for (const row of rows.values()) {
+        row.result = median(row.runs);
         report.clients.push(row);
       }
     }
@@ -366,6 +406,14 @@ function targetLabel(id: string): string {
   return TARGETS.find((t) => t.id === id)?.label ?? id;
 }
 
+/** How far apart the rounds were: (max − min) / median of msg/s, in %. */
+function spread(runs: LoadResult[]): string {
+  if (runs.length < 2) return "–";
+  const rates = runs.map((r) => r.messagesPerSec);
+  const mid = median(runs)!.messagesPerSec;
+  return mid > 0 ? fmt((100 * (Math.max(...rates) - Math.min(...rates))) / mid) : "–";
+}
+
 /** Marks a run whose numbers are suspect: saturated load generator or a busy machine. */
 function flags(result: LoadResult): string {
   const marks = [];
@@ -384,13 +432,14 @@ function serverTable(report: Report): string {
       const target = TARGETS.find((t) => t.id === row.target)!;
       const r = row.result;
       if (r === undefined) {
-        rows.push([scenario.label, target.label, "failed", "", "", "", "", "", "", "", ""]);
+        rows.push([scenario.label, target.label, "failed", "", "", "", "", "", "", "", "", ""]);
         continue;
       }
       rows.push([
         scenario.label,
         target.label + flags(r),
         fmt(r.messagesPerSec),
+        spread(row.runs),
         fmt(r.mbPerSec, 1),
         fmt(r.p50us),
         fmt(r.p99us),
@@ -409,6 +458,7 @@ function serverTable(report: Report): string {
       "Scenario",
       "Server",
       "msg/s",
+      "spread %",
       "MB/s",
       "p50 µs",
       "p99 µs",
@@ -448,13 +498,14 @@ function clientTable(report: Report): string {
       const client = CLIENTS.find((c) => c.id === row.client)!;
       const r = row.result;
       if (r === undefined) {
-        rows.push([scenario.label, client.label, "failed", "", "", "", "", "", "", "", ""]);
+        rows.push([scenario.label, client.label, "failed", "", "", "", "", "", "", "", "", ""]);
         continue;
       }
       rows.push([
         scenario.label,
         client.label + flags({ ...r, loadCpu: 0 }),
         fmt(r.messagesPerSec),
+        spread(row.runs),
         fmt(r.mbPerSec, 1),
         fmt(r.p50us),
         fmt(r.p99us),
@@ -471,6 +522,7 @@ function clientTable(report: Report): string {
       "Scenario",
       "Client",
       "msg/s",
+      "spread %",
       "MB/s",
       "p50 µs",
       "p99 µs",
@@ -562,7 +614,8 @@ function errorsSection(report: Report): string {
 function tables(report: Report): string {
   const o = report.options;
   const parts = [
-    `Measured window ${o.durationMs / 1000} s after ${o.warmupMs / 1000} s of warmup per run` +
+    `Measured window ${o.durationMs / 1000} s after ${o.warmupMs / 1000} s of warmup per run, ` +
+    `${o.rounds} round${o.rounds === 1 ? "" : "s"} per target (median shown)` +
     (o.quick ? " (**quick smoke run**: too short for reliable numbers)." : "."),
   ];
   if (report.servers.length > 0) {
@@ -580,7 +633,8 @@ function tables(report: Report): string {
   }
   parts.push(`### Goals\n\n${goals(report)}`);
   parts.push(
-    "Marks: (L) load generator above 90% CPU, so it may be the bottleneck; (N) other " +
+    "spread %: (max − min) / median msg/s over the rounds. " +
+      "Marks: (L) load generator above 90% CPU, so it may be the bottleneck; (N) other " +
       "processes used over 25% of a core during the window (shared machine: noisy); " +
       "(E) connections failed.",
   );
@@ -658,6 +712,7 @@ async function main(): Promise<void> {
     options: {
       warmupMs: options.warmupMs,
       durationMs: options.durationMs,
+      rounds: options.rounds,
       idleConnections: options.idleConnections,
       quick: options.quick,
     },
