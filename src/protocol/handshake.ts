@@ -141,6 +141,25 @@ export function validateUpgradeRequest(request: RequestHead, secure: boolean): U
   };
 }
 
+// A header value with no CR, LF or other control character (RFC 9110 §5.5).
+const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
+
+/** Refuses a value that would break the head (a CR LF would inject headers). */
+function checkValue(name: string, value: string): string {
+  if (!FIELD_VALUE.test(value)) {
+    throw new TypeError(`Invalid ${name} value ${JSON.stringify(value.slice(0, 64))}`);
+  }
+  return value;
+}
+
+/** Refuses a subprotocol that is not a token (§4.1: a comma or space would split the list). */
+function checkProtocol(protocol: string): string {
+  if (!isToken(protocol)) {
+    throw new TypeError(`Invalid subprotocol ${JSON.stringify(protocol.slice(0, 64))}`);
+  }
+  return protocol;
+}
+
 const STATUS_TEXT: Record<number, string> = {
   101: "Switching Protocols",
   400: "Bad Request",
@@ -174,15 +193,23 @@ export interface UpgradeResponseOptions {
   headers?: Headers;
 }
 
-/** Builds the `101 Switching Protocols` response bytes (§4.2.2 item 5). */
+/**
+ * Builds the `101 Switching Protocols` response bytes (§4.2.2 item 5).
+ * Throws `TypeError` for a subprotocol that is not a token or an extensions
+ * value with CR, LF or control characters.
+ */
 export function buildUpgradeResponse(
   accept: string,
   options: UpgradeResponseOptions = {},
 ): Uint8Array {
   let head = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
     `Sec-WebSocket-Accept: ${accept}\r\n`;
-  if (options.protocol) head += `Sec-WebSocket-Protocol: ${options.protocol}\r\n`;
-  if (options.extensions) head += `Sec-WebSocket-Extensions: ${options.extensions}\r\n`;
+  if (options.protocol) head += `Sec-WebSocket-Protocol: ${checkProtocol(options.protocol)}\r\n`;
+  if (options.extensions) {
+    head += `Sec-WebSocket-Extensions: ${
+      checkValue("Sec-WebSocket-Extensions", options.extensions)
+    }\r\n`;
+  }
   head += headerLines(options.headers) + "\r\n";
   return encoder.encode(head);
 }
@@ -230,17 +257,22 @@ const RESERVED_REQUEST_HEADERS = [
 
 /**
  * Builds a client's upgrade request (§4.1) for a `ws:` or `wss:` URL.
- * Throws `TypeError` if extra headers try to set a handshake header.
+ * Throws `TypeError` if extra headers try to set a handshake header, a
+ * subprotocol is not a token, or a value holds CR, LF or control characters.
  */
 export function buildClientRequest(url: URL, options: ClientRequestOptions): Uint8Array {
   const path = (url.pathname || "/") + url.search;
   let head = `GET ${path} HTTP/1.1\r\nHost: ${url.host}\r\nUpgrade: websocket\r\n` +
     `Connection: Upgrade\r\nSec-WebSocket-Key: ${options.key}\r\nSec-WebSocket-Version: 13\r\n`;
   if (options.protocols && options.protocols.length > 0) {
-    head += `Sec-WebSocket-Protocol: ${options.protocols.join(", ")}\r\n`;
+    head += `Sec-WebSocket-Protocol: ${options.protocols.map(checkProtocol).join(", ")}\r\n`;
   }
-  if (options.extensions) head += `Sec-WebSocket-Extensions: ${options.extensions}\r\n`;
-  if (options.origin) head += `Origin: ${options.origin}\r\n`;
+  if (options.extensions) {
+    head += `Sec-WebSocket-Extensions: ${
+      checkValue("Sec-WebSocket-Extensions", options.extensions)
+    }\r\n`;
+  }
+  if (options.origin) head += `Origin: ${checkValue("Origin", options.origin)}\r\n`;
   options.headers?.forEach((value, name) => {
     if (RESERVED_REQUEST_HEADERS.includes(name)) {
       throw new TypeError(

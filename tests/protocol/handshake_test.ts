@@ -362,6 +362,32 @@ describe("buildUpgradeResponse", () => {
   });
 });
 
+describe("header values cannot break the head", () => {
+  test("buildUpgradeResponse refuses a non-token subprotocol or a CR LF in extensions", () => {
+    for (const protocol of ["a\r\nX-Evil: 1", "a b", "a,b"]) {
+      assert.throws(() => buildUpgradeResponse(ACCEPT, { protocol }), TypeError, protocol);
+    }
+    for (const extensions of ["permessage-deflate\r\nX-Evil: 1", "x\ny", "x\u0000"]) {
+      assert.throws(() => buildUpgradeResponse(ACCEPT, { extensions }), TypeError);
+    }
+  });
+
+  test("buildClientRequest refuses non-token subprotocols and CR LF in origin or extensions", () => {
+    const url = new URL("ws://h/");
+    for (const protocols of [["ok", "a b"], ["a\r\nX: y"], ["a,b"], [""]]) {
+      assert.throws(() => buildClientRequest(url, { key: KEY, protocols }), TypeError);
+    }
+    assert.throws(
+      () => buildClientRequest(url, { key: KEY, origin: "http://a\r\nCookie: stolen" }),
+      TypeError,
+    );
+    assert.throws(
+      () => buildClientRequest(url, { key: KEY, extensions: "permessage-deflate\r\n" }),
+      TypeError,
+    );
+  });
+});
+
 describe("buildErrorResponse", () => {
   test("status line, headers, length and a plain-text body, byte for byte", () => {
     assert.equal(
