@@ -105,6 +105,45 @@ describe("WebSocketProtocol: receiving", () => {
   });
 });
 
+describe("WebSocketProtocol: input split anywhere", () => {
+  for (const role of ["server", "client"] as const) {
+    test(`${role}: every split and byte by byte give the same events and the same output`, () => {
+      const input = concat(
+        peerFrame(role, { opcode: Opcode.Text, payload: utf8("Hello") }),
+        peerFrame(role, { opcode: Opcode.Binary, fin: false, payload: pattern(200) }),
+        peerFrame(role, { opcode: Opcode.Ping, payload: utf8("mid") }),
+        peerFrame(role, { opcode: Opcode.Continuation, payload: pattern(70_000 - 200, 1) }),
+        peerFrame(role, { opcode: Opcode.Text, fin: false, payload: utf8("€").subarray(0, 1) }),
+        peerFrame(role, { opcode: Opcode.Continuation, payload: utf8("€").subarray(1) }),
+        peerFrame(role, { opcode: Opcode.Close, payload: closePayload(1000, "end") }),
+        peerFrame(role, { opcode: Opcode.Text, payload: utf8("ignored") }),
+      );
+      const run = (chunks: Uint8Array[]) => {
+        const { ws, events } = connection(role);
+        for (const chunk of chunks) ws.receive(chunk);
+        const out = sent(ws).map((f) => [f.opcode, f.payload]);
+        return { events, out, state: ws.state, code: ws.closeCode, error: ws.error };
+      };
+      const expected = run([input]);
+      assert.equal(expected.error, null);
+      assert.equal(expected.state, ReadyState.CLOSED);
+      assert.equal(expected.code, 1000);
+      assert.deepEqual(expected.out, [[Opcode.Pong, utf8("mid")], [
+        Opcode.Close,
+        closePayload(1000),
+      ]]);
+      assert.deepEqual(expected.events.map((e) => e.type), ["text", "ping", "binary", "text"]);
+      // Every cut in the headers and small frames; a stride through the big payload.
+      const big = input.length - 200;
+      for (let at = 0; at <= input.length; at += at < 300 || at > big ? 1 : 997) {
+        const got = run([input.subarray(0, at), input.subarray(at)]);
+        assert.deepEqual(got, expected, `split at ${at}`);
+      }
+      assert.deepEqual(run(Array.from(input, (b) => bytes(b))), expected, "byte by byte");
+    });
+  }
+});
+
 describe("WebSocketProtocol: pings (§5.5.2)", () => {
   for (const role of ["server", "client"] as const) {
     test(`${role}: a ping is answered with a pong of the same payload`, () => {
