@@ -1,8 +1,12 @@
 /**
  * A server peer: Bun's built-in server (`Bun.serve` with `websocket`), run
  * as `bun bun_server.ts [SPEC]` (also under `bun test`, as a subprocess like
- * every other peer). SPEC is JSON `{compression?: boolean}` (default true:
- * `perMessageDeflate: true`). Same behaviour as `ws_server.mjs`: prints
+ * every other peer). SPEC is JSON `{compression?: boolean, takeover?: boolean}`.
+ * `compression` (default true) is `perMessageDeflate: true`, with which Bun
+ * always answers `server_no_context_takeover; client_no_context_takeover`
+ * (uWebSockets' shared compressor); `takeover: true` asks for dedicated
+ * compressors instead, which keep the context. Bun compresses a message only
+ * when `send()` is told to, so every echo asks. Same behaviour as `ws_server.mjs`: prints
  * `{"port":N}` first, then open and close events per connection; echoes every
  * message with its type; "CLOSE <code> <reason>" makes it close. Exits when
  * stdin closes.
@@ -17,7 +21,7 @@ import process from "node:process";
 
 interface BunServerWebSocket {
   data: { id: string; extensions: string };
-  send(data: string | Uint8Array): number;
+  send(data: string | Uint8Array, compress?: boolean): number;
   close(code?: number, reason?: string): void;
 }
 
@@ -33,7 +37,7 @@ interface BunServeApi {
     fetch(request: Request, server: BunServer): Response | undefined;
     websocket: {
       maxPayloadLength: number;
-      perMessageDeflate: boolean;
+      perMessageDeflate: boolean | { compress: string; decompress: string };
       idleTimeout: number;
       open(ws: BunServerWebSocket): void;
       message(ws: BunServerWebSocket, message: string | Uint8Array): void;
@@ -46,7 +50,8 @@ function report(event: Record<string, unknown>): void {
   console.log(JSON.stringify(event));
 }
 
-const spec: { compression?: boolean } = JSON.parse(process.argv[2] ?? "{}");
+const spec: { compression?: boolean; takeover?: boolean } = JSON.parse(process.argv[2] ?? "{}");
+const compression = spec.compression !== false;
 const bun = (globalThis as unknown as { Bun: BunServeApi }).Bun;
 const server = bun.serve({
   hostname: "127.0.0.1",
@@ -61,7 +66,9 @@ const server = bun.serve({
   },
   websocket: {
     maxPayloadLength: 64 * 1024 * 1024,
-    perMessageDeflate: spec.compression !== false,
+    perMessageDeflate: compression && spec.takeover
+      ? { compress: "dedicated", decompress: "dedicated" }
+      : compression,
     idleTimeout: 0,
     open(ws) {
       report({ event: "open", id: ws.data.id, offered: ws.data.extensions });
@@ -72,7 +79,7 @@ const server = bun.serve({
         ws.close(Number(code), reason.join(" "));
         return;
       }
-      ws.send(message);
+      ws.send(message, compression);
     },
     close(ws, code, reason) {
       report({ event: "close", id: ws.data.id, code, reason });
