@@ -432,7 +432,7 @@ function serverTable(report: Report): string {
       const target = TARGETS.find((t) => t.id === row.target)!;
       const r = row.result;
       if (r === undefined) {
-        rows.push([scenario.label, target.label, "failed", "", "", "", "", "", "", "", "", ""]);
+        rows.push([scenario.label, target.label, "failed", "", "", "", "", "", "", "", "", "", ""]);
         continue;
       }
       rows.push([
@@ -444,6 +444,7 @@ function serverTable(report: Report): string {
         fmt(r.p50us),
         fmt(r.p99us),
         fmt(r.serverCpu),
+        r.serverCpu ? fmt(r.messagesPerSec / r.serverCpu / 10) : "–",
         fmt(r.loadCpu),
         fmt(r.otherCpu),
         target.peer ? ratio(r.messagesPerSec, find(scenario.id, target.peer)?.messagesPerSec) : "",
@@ -463,6 +464,7 @@ function serverTable(report: Report): string {
       "p50 µs",
       "p99 µs",
       "server CPU %",
+      "k msg / server CPU-s",
       "loadgen CPU %",
       "other CPU %",
       "vs built-in",
@@ -633,7 +635,8 @@ function tables(report: Report): string {
   }
   parts.push(`### Goals\n\n${goals(report)}`);
   parts.push(
-    "spread %: (max − min) / median msg/s over the rounds. " +
+    "spread %: (max − min) / median msg/s over the rounds. k msg / server CPU-s: messages " +
+      "echoed per second of server CPU time, which a busy machine disturbs less than msg/s. " +
       "Marks: (L) load generator above 90% CPU, so it may be the bottleneck; (N) other " +
       "processes used over 25% of a core during the window (shared machine: noisy); " +
       "(E) connections failed.",
@@ -670,8 +673,10 @@ targets run side by side, one scenario at a time.
   echoed payload bytes received per second (10^6). **p50/p99**: round-trip time
   from send to reply, µs.
 - **CPU %**: user + system time of the process (all threads) over the window,
-  from \`/proc/PID/stat\`, as % of one core. **other CPU %**: the rest of the
-  machine's busy time in the window (other work on a shared machine).
+  from \`/proc/PID/stat\`, as % of one core. **k msg / server CPU-s**: thousands
+  of messages per second of server CPU time (efficiency; less disturbed by other
+  load than msg/s). **other CPU %**: the rest of the machine's busy time in the
+  window (other work on a shared machine).
 - **vs built-in**: msg/s relative to the same runtime's built-in server (or
   client); **vs raw TCP**: relative to the same runtime's raw TCP echo.
 - **Idle memory**: a fresh server process, warmed with 100 connections, then
@@ -680,9 +685,16 @@ targets run side by side, one scenario at a time.
 - **Client side**: each client library opens the connections itself against
   Bun's built-in server on the other core; client CPU is the client process.
 
-Run it: \`deno task bench\` (about 6 minutes), \`deno task bench --quick\` (under
-a minute, smoke only), options \`--duration=S --warmup=S --idle-connections=N
---only=REGEX --skip=servers,idle,clients --no-readme\` (see \`bench/run.ts\`).
+Run it: \`deno task bench\` (about 10 minutes), \`deno task bench --quick\` (under
+a minute, smoke only), options \`--duration=S --warmup=S --rounds=N
+--idle-connections=N --only=REGEX --skip=servers,idle,clients --nice=N
+--no-readme\` (see \`bench/run.ts\`). Where \`deno task\` picks up
+\`node_modules/.bin/deno\` and fails with "Uncaught SyntaxError" on the binary, run
+\`deno run -A bench/run.ts\` instead.
+
+Profile one server under one scenario (self/total time per function):
+\`deno run -A bench/profile.ts --target=sluice-deno --scenario=64B-c100-if16\`.
+
 Raw JSON of every run goes to \`bench/results/\` (not committed). Benchmarks only
 report: no test asserts on timings.
 `;
