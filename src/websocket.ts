@@ -87,6 +87,8 @@ export interface AttachInit {
   codec: MessageCodec | null;
 }
 
+/** Binary payloads up to this size are copied by the protocol itself (see connection.ts). */
+const COPY_IN_PROTOCOL = 16 * 1024;
 /** Writes coalesced up to this many bytes into one buffer; beyond, chunks go as they are. */
 const COALESCE_LIMIT = 256 * 1024;
 /** The `writable` side waits for the socket once this much is buffered. */
@@ -197,7 +199,8 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
   #inFlight = 0;
   #needDrain = false;
   #drainWaiters: (() => void)[] = [];
-  #blobChain: Promise<void> | null = null;
+  #orderQueue: Promise<void> | null = null;
+  #ordered = 0;
   #blobBytes = 0;
 
   // Input backpressure.
@@ -336,13 +339,19 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
     if (!this.#attached) {
       throw new DOMException("The WebSocket is still connecting", "InvalidStateError");
     }
-    if (this.#blobChain !== null || data instanceof Blob) {
+    if (this.#ordered > 0 || data instanceof Blob) {
       this.#sendInOrder(data);
       return;
     }
-    const sent = typeof data === "string"
-      ? this.#protocol.sendText(data)
-      : this.#protocol.sendBinary(toBytes(data));
+    let sent: boolean;
+    if (typeof data === "string") {
+      sent = this.#protocol.sendText(data);
+    } else {
+      // Large payloads are queued without a copy by the protocol; the WHATWG
+      // send() takes the bytes at call time, so copy them here.
+      const bytes = toBytes(data);
+      sent = this.#protocol.sendBinary(bytes.length > COPY_IN_PROTOCOL ? bytes.slice() : bytes);
+    }
     if (sent) this.#afterSend();
   }
 
@@ -572,29 +581,37 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
     }
     const protocol = this.#protocol;
     if (protocol.state !== ReadyState.OPEN) return;
-    if (this.#blobChain !== null) {
+    if (this.#ordered > 0) {
       // Let Blobs queued before close() go first.
-      this.#blobChain = this.#blobChain.then(() => this.#close(code, reason));
+      this.#enqueueOrdered(() => this.#closeNow(code, reason));
       return;
     }
+    this.#closeNow(code, reason);
+  }
+
+  #closeNow(code: number | undefined, reason: string): void {
+    const protocol = this.#protocol;
+    if (protocol.state !== ReadyState.OPEN) return;
     protocol.close(code, reason);
     this.#scheduleFlush();
     this.#startCloseTimer();
   }
 
+  /**
+   * Sends behind Blobs still being read, so messages keep the order of the
+   * send() calls. Bytes are copied now: the caller may reuse its buffer.
+   */
   #sendInOrder(data: SendData): void {
-    const size = data instanceof Blob
-      ? data.size
-      : typeof data === "string"
-      ? data.length
-      : toBytes(data).byteLength;
-    // Snapshot bytes now: the caller may reuse its buffer after send() returns.
     const snapshot = data instanceof Blob || typeof data === "string"
       ? data
       : toBytes(data).slice();
+    const size = snapshot instanceof Blob
+      ? snapshot.size
+      : typeof snapshot === "string"
+      ? snapshot.length
+      : snapshot.byteLength;
     this.#blobBytes += size;
-    const previous = this.#blobChain ?? Promise.resolve();
-    const next = previous.then(async () => {
+    this.#enqueueOrdered(async () => {
       const bytes = snapshot instanceof Blob
         ? new Uint8Array(await snapshot.arrayBuffer())
         : snapshot;
@@ -603,11 +620,19 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
         ? this.#protocol.sendText(bytes)
         : this.#protocol.sendBinary(bytes);
       if (sent) this.#afterSend();
-    }).catch((err) => this.#fail(err instanceof Error ? err : new Error(String(err))));
-    this.#blobChain = next;
-    next.then(() => {
-      if (this.#blobChain === next) this.#blobChain = null;
     });
+  }
+
+  /** Runs `task` after every task queued before it. */
+  #enqueueOrdered(task: () => void | Promise<void>): void {
+    this.#ordered++;
+    const run = (this.#orderQueue ?? Promise.resolve())
+      .then(task)
+      .catch((err) => this.#fail(err instanceof Error ? err : new Error(String(err))))
+      .finally(() => {
+        if (--this.#ordered === 0) this.#orderQueue = null;
+      });
+    this.#orderQueue = run;
   }
 
   #afterSend(): void {

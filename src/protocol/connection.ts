@@ -12,7 +12,7 @@ import { frameHeaderSize, FrameParser, writeFrameHeader } from "./frame.ts";
 import { type InflateFunction, MessageAssembler, type MessageHandler } from "./message.ts";
 import { Opcode } from "./opcodes.ts";
 import { applyMask, nextMaskKey } from "./mask.ts";
-import { CloseCode, encodeClosePayload } from "./close_codes.ts";
+import { CloseCode, encodeClosePayload, isValidWireCloseCode } from "./close_codes.ts";
 import { WebSocketError } from "./errors.ts";
 
 /** The WHATWG `readyState` values. */
@@ -181,10 +181,8 @@ export class WebSocketProtocol {
    * connection closed abnormally (1006).
    */
   receiveEnd(): void {
-    if (this.#state !== ReadyState.CLOSED) {
-      this.#state = ReadyState.CLOSED;
-      this.#closeSent = true;
-    }
+    this.#state = ReadyState.CLOSED;
+    this.#parser.stop();
   }
 
   /** Queues a text message. Returns false (and sends nothing) unless OPEN. */
@@ -243,7 +241,8 @@ export class WebSocketProtocol {
     if (this.#state === ReadyState.CLOSED) return;
     this.#error = error;
     this.#parser.stop();
-    if (!this.#closeSent) {
+    // Codes such as 1006 describe the failure locally and never go on the wire.
+    if (!this.#closeSent && isValidWireCloseCode(error.closeCode)) {
       let reason = error.message;
       while (encoder.encode(reason).length > 123) reason = reason.slice(0, -1);
       this.#queueFrame(Opcode.Close, encodeClosePayload(error.closeCode, reason), false, true);
@@ -261,8 +260,10 @@ export class WebSocketProtocol {
   }
 
   #onPing(payload: Uint8Array): void {
-    // §5.5.2: answer with a pong carrying the same payload, unless we already sent close.
-    if (!this.#closeSent) this.#queueFrame(Opcode.Pong, payload, false, true);
+    // §5.5.2: answer with a pong carrying the same payload "unless it already
+    // received a Close frame" (the parser stops after one). A pong is a control
+    // frame, so it may follow our own close (§5.5.1 forbids only data frames).
+    this.#queueFrame(Opcode.Pong, payload, false, true);
     this.#handler.ping?.(payload);
   }
 
