@@ -710,3 +710,38 @@ describe("WebSocketProtocol: sending", () => {
     assert.equal(client.ws.closeCode, 1000);
   });
 });
+
+describe("WebSocketProtocol: edge cases of failing and closing", () => {
+  test("fail() with a close code that cannot go on the wire closes without a close frame", () => {
+    for (
+      const [code, closeCode] of [["CONNECTION_RESET", 1006], ["CLOSE_TIMEOUT", 1006]] as const
+    ) {
+      const { ws } = connection("server");
+      ws.fail(new WebSocketError(code, closeCode, "Connection reset by peer"));
+      assert.equal(ws.state, ReadyState.CLOSED);
+      assert.equal(ws.error?.code, code);
+      assert.deepEqual(ws.takeOutput(), []);
+      assert.equal(ws.sendText("x"), false);
+    }
+  });
+
+  test("a ping received after our close, before the peer's, is still answered (§5.5.2)", () => {
+    const { ws } = connection("server");
+    ws.close(1000);
+    ws.takeOutput();
+    ws.receive(clientFrame({ opcode: Opcode.Ping, payload: utf8("still there?") }));
+    assert.deepEqual(sent(ws).map((f) => [f.opcode, f.payload]), [[
+      Opcode.Pong,
+      utf8("still there?"),
+    ]]);
+  });
+
+  test("an abrupt end is not a clean close and does not claim a close frame was sent", () => {
+    const { ws } = connection("server");
+    ws.receiveEnd();
+    assert.equal(ws.state, ReadyState.CLOSED);
+    assert.equal(ws.closeSent, false);
+    assert.equal(ws.wasClean, false);
+    assert.equal(ws.closeCode, 1006);
+  });
+});
