@@ -573,7 +573,7 @@ describe("server frames: the closing handshake", () => {
     }
   });
 
-  test("after sending close the server sends no data, and drops a silent peer after closeTimeout", async () => {
+  test("after sending close the server sends no data frame, and drops a silent peer after closeTimeout", async () => {
     const closeTimeout = 400;
     await withEchoServer({ closeTimeout }, async (port, seen) => {
       const client = await RawClient.open(port);
@@ -582,14 +582,24 @@ describe("server frames: the closing handshake", () => {
         const { code } = await client.expectClose();
         const closeSeenAt = performance.now();
         assert.equal(code, 4002);
-        // Still talking after the server's close: no echo, no pong.
+        // Still talking after the server's close: the text gets no echo (no data
+        // frame may follow a close, §5.5.1), the ping its pong (§5.5.2 requires
+        // one until a close was *received*).
         client.write(buildFrame({ opcode: Op.Text, payload: "late" }));
         client.write(buildFrame({ opcode: Op.Ping, payload: "late ping" }));
         assert.ok(await client.waitForEnd(closeTimeout + 3000), "the silent peer was not dropped");
         const after = client.endedAt! - closeSeenAt;
         assert.ok(after >= closeTimeout - 100, `dropped before closeTimeout: ${after} ms`);
         assert.ok(after < closeTimeout + 2000, `dropped only after ${after} ms`);
-        assert.equal(await client.readFrame(100).catch(() => null), null, "no frame after close");
+        const following: [number, string][] = [];
+        for (
+          let frame = await client.readFrame();
+          frame !== null;
+          frame = await client.readFrame()
+        ) {
+          following.push([frame.opcode, decoder.decode(frame.payload)]);
+        }
+        assert.deepEqual(following, [[Op.Pong, "late ping"]], "only the pong follows the close");
         await sleep(20);
         assert.equal(seen.closes.length, 1);
         assert.equal(seen.closes[0].code, 1006, "no close frame came back: abnormal closure");
