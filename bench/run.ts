@@ -16,6 +16,9 @@
  * - `--idle-connections=N` [BENCH_IDLE_CONNECTIONS]: default 10000
  * - `--only=REGEX`: run only targets/clients whose id matches
  * - `--skip=servers,idle,clients`: leave out whole parts
+ * - `--wait-quiet=S` [BENCH_WAIT_QUIET]: before each run, wait up to S seconds
+ *   for the machine to be nearly idle (under 25% of a core busy), for shared
+ *   machines where other work skews the numbers (default 0: do not wait)
  * - `--nice=N` [BENCH_NICE]: run servers and load at this nice value (e.g. -10,
  *   needs root) so that other work on a shared machine disturbs less
  * - `--no-readme`: do not rewrite bench/README.md
@@ -25,7 +28,7 @@
  * @module
  */
 
-import type { LoadResult } from "./lib/proc.ts";
+import { type LoadResult, machineCpuSeconds, sleep } from "./lib/proc.ts";
 import type { Config, IdleResult } from "./loadgen.ts";
 import {
   capture,
@@ -57,6 +60,7 @@ interface Options {
   skip: Set<string>;
   readme: boolean;
   nice: number;
+  waitQuietMs: number;
 }
 
 function parseOptions(args: string[]): Options {
@@ -72,6 +76,7 @@ function parseOptions(args: string[]): Options {
     "warmup",
     "idle-connections",
     "rounds",
+    "wait-quiet",
     "only",
     "skip",
     "nice",
@@ -101,6 +106,7 @@ function parseOptions(args: string[]): Options {
     skip: new Set((flags.get("skip") ?? "").split(",").filter((s) => s !== "")),
     readme: !flags.has("no-readme"),
     nice: Number(flags.get("nice") ?? Deno.env.get("BENCH_NICE") ?? 0),
+    waitQuietMs: Number(flags.get("wait-quiet") ?? Deno.env.get("BENCH_WAIT_QUIET") ?? 0) * 1000,
   };
 }
 
@@ -162,6 +168,7 @@ interface Report {
     rounds: number;
     idleConnections: number;
     quick: boolean;
+    waitQuietMs: number;
   };
   servers: ServerRow[];
   idle: IdleRow[];
@@ -206,6 +213,30 @@ function selected(options: Options, id: string): boolean {
 
 function progress(text: string): void {
   Deno.stderr.writeSync(new TextEncoder().encode(text));
+}
+
+/** Busy share of one core used by the whole machine over `ms`, in %. */
+async function machineBusy(ms: number): Promise<number> {
+  const start = machineCpuSeconds();
+  await sleep(ms);
+  return (100 * (machineCpuSeconds() - start)) / (ms / 1000);
+}
+
+/**
+ * Waits (up to `options.waitQuietMs`) until the machine is nearly idle, so
+ * that other work on a shared machine does not land in a measured window.
+ */
+async function waitForQuiet(options: Options): Promise<void> {
+  if (options.waitQuietMs <= 0) return;
+  const deadline = performance.now() + options.waitQuietMs;
+  let busy = await machineBusy(500);
+  if (busy < 25) return;
+  progress(`(machine ${Math.round(busy)}% busy, waiting) `);
+  while (performance.now() < deadline) {
+    busy = await machineBusy(1000);
+    if (busy < 25) return;
+  }
+  progress(`(still ${Math.round(busy)}% busy, running anyway) `);
 }
 
 function loadConfig(
@@ -255,6 +286,7 @@ async function runServers(tools: Tools, options: Options, report: Report): Promi
           rows.set(target.id, row);
           progress(`${scenario.id.padEnd(14)} #${round} ${target.label.padEnd(20)} `);
           try {
+            await waitForQuiet(options);
             const result = await runJson<LoadResult>(
               tools,
               runtimeArgv(tools, "bun", "loadgen.ts").concat(
@@ -299,6 +331,7 @@ async function runIdle(tools: Tools, options: Options, report: Report): Promise<
         serverPid: server.pid,
         batch: 250,
       };
+      await waitForQuiet(options);
       // Warm the handshake path first, so compiling it is not counted per connection.
       await runJson<IdleResult>(
         tools,
@@ -354,6 +387,7 @@ async function runClients(tools: Tools, options: Options, report: Report): Promi
           };
           const script = client.runtime === "node" ? "clients/ws_node.mjs" : "clients/client.ts";
           try {
+            await waitForQuiet(options);
             const result = await runJson<LoadResult>(
               tools,
               runtimeArgv(tools, client.runtime, script).concat(JSON.stringify(config)),
@@ -618,6 +652,9 @@ function tables(report: Report): string {
   const parts = [
     `Measured window ${o.durationMs / 1000} s after ${o.warmupMs / 1000} s of warmup per run, ` +
     `${o.rounds} round${o.rounds === 1 ? "" : "s"} per target (median shown)` +
+    (o.waitQuietMs > 0
+      ? `, each run started once the machine was idle (waiting up to ${o.waitQuietMs / 1000} s)`
+      : "") +
     (o.quick ? " (**quick smoke run**: too short for reliable numbers)." : "."),
   ];
   if (report.servers.length > 0) {
@@ -687,8 +724,8 @@ targets run side by side, one scenario at a time.
 
 Run it: \`deno task bench\` (about 10 minutes), \`deno task bench --quick\` (under
 a minute, smoke only), options \`--duration=S --warmup=S --rounds=N
---idle-connections=N --only=REGEX --skip=servers,idle,clients --nice=N
---no-readme\` (see \`bench/run.ts\`). Where \`deno task\` picks up
+--idle-connections=N --only=REGEX --skip=servers,idle,clients --wait-quiet=S
+--nice=N --no-readme\` (see \`bench/run.ts\`). Where \`deno task\` picks up
 \`node_modules/.bin/deno\` and fails with "Uncaught SyntaxError" on the binary, run
 \`deno run -A bench/run.ts\` instead.
 
@@ -727,6 +764,7 @@ async function main(): Promise<void> {
       rounds: options.rounds,
       idleConnections: options.idleConnections,
       quick: options.quick,
+      waitQuietMs: options.waitQuietMs,
     },
     servers: [],
     idle: [],
