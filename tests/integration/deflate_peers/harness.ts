@@ -3,7 +3,8 @@
  *
  * - {@linkcode startSluiceEcho}: a Sluice echo server that records, per
  *   connection, what it negotiated, a fingerprint of every message it received
- *   and how the connection closed; `CLOSE <code> <reason>` makes it close.
+ *   and how the connection closed; `CLOSE <code> <reason>` makes it close,
+ *   `PING <payload>` makes it send a ping.
  * - {@linkcode countingProxy}: a TCP relay on `node:net` that counts the bytes
  *   crossing it each way, to see what compression really put on the wire.
  * - {@linkcode fingerprintsOf}: what the Sluice server should have recorded
@@ -78,6 +79,10 @@ export async function startSluiceEcho(options: ServeOptions = {}): Promise<Sluic
       if (typeof data === "string" && data.startsWith("CLOSE ")) {
         const [, code, ...reason] = data.split(" ");
         ws.close(Number(code), reason.join(" "));
+        return;
+      }
+      if (typeof data === "string" && data.startsWith("PING ")) {
+        ws.ping(data.slice(5));
         return;
       }
       record.received.push(fingerprint(data));
