@@ -467,7 +467,7 @@ export class RawClient {
 
   /**
    * Waits for the peer to end the stream (EOF or reset) and returns whether
-   * it did within `ms`. Unread data is discarded.
+   * it did within `ms`. Data received before stays readable.
    */
   async waitForEnd(ms = 5000): Promise<boolean> {
     try {

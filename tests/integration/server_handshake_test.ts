@@ -340,6 +340,9 @@ describe("server handshake: limits", () => {
           const after = client.endedAt! - started;
           assert.ok(after >= handshakeTimeout - 50, `${name} dropped too early: ${after} ms`);
           assert.ok(after < 3000, `${name} dropped only after ${after} ms`);
+          // It is told why before being dropped.
+          const response = await client.readResponse(100);
+          assert.equal(response.status, 408, `${name}: ${response.head}`);
         }
         await within(trickling, 10_000, "trickling writer");
       } finally {
