@@ -226,7 +226,7 @@ describe("client against a broken handshake", () => {
     peer.socket.end();
     const start = performance.now();
     await rejectsWith(connecting, /closed the connection/);
-    assert.ok(performance.now() - start < 1_000, "does not wait for the timeout");
+    assert.ok(performance.now() - start < 2_000, "does not wait for the 10 s timeout");
   });
 
   test("WebSocket class: a 200 fires error, then close with 1006, not clean", async () => {
@@ -284,7 +284,8 @@ describe("client against broken frames", () => {
   ): Promise<void> {
     const callbackErrors: Error[] = [];
     const { connecting, peer } = await dial(server, {
-      closeTimeout: 1_000,
+      // Long, so that "promptly" below proves the client does not wait for it.
+      closeTimeout: 5_000,
       ...options,
       handlers: { error: (_ws, error) => callbackErrors.push(error) },
     });
@@ -305,7 +306,8 @@ describe("client against broken frames", () => {
 
     const info = await within(ws.closed, 3_000, "closed");
     assert.deepEqual(info, { closeCode: 1006, reason: "", wasClean: false });
-    assert.ok(performance.now() - start < 1_500, "failed promptly");
+    const elapsed = performance.now() - start;
+    assert.ok(elapsed < 2_000, `failed in ${elapsed.toFixed(0)} ms, without awaiting closeTimeout`);
     assert.equal(ws.readyState, WebSocket.CLOSED);
     for (const [where, errors] of [["callback", callbackErrors], ["event", eventErrors]] as const) {
       assert.equal(errors.length, 1, `one error ${where}`);

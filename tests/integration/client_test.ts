@@ -197,7 +197,7 @@ describe("client abort and close while connecting", () => {
     const err = await rejection(connecting, 2_000);
     assert.ok(err instanceof DOMException, `got ${err}`);
     assert.equal(err.name, "AbortError");
-    assert.ok(performance.now() - start < 500, "promptly");
+    assert.ok(performance.now() - start < 2_000, "promptly, not after the 10 s handshakeTimeout");
     await within(peer.ended, 2_000, "socket closed");
   });
 
