@@ -42,6 +42,11 @@ export interface ConnectOptions<Data = unknown> {
   closeTimeout?: number;
   /** Bytes of unsent output before the connection is dropped. @default {67108864} */
   maxBufferedAmount?: number;
+  /**
+   * Bytes of unread messages `ws.readable` may hold; past it the socket is
+   * not read until the application catches up. @default {1048576}
+   */
+  readableHighWaterMark?: number;
   /** Extra CA certificates (PEM) to trust for `wss://`, e.g. a private CA. */
   caCerts?: string[];
   /**
@@ -221,6 +226,7 @@ function makeConnection<Data>(
     maxFrameSize: options.maxFrameSize ?? maxMessageSize,
     closeTimeout: options.closeTimeout ?? 5_000,
     maxBufferedAmount: options.maxBufferedAmount ?? 64 * 1024 * 1024,
+    readableHighWaterMark: options.readableHighWaterMark,
     binaryType,
     data: options.data as Data,
     handlers: options.handlers,
@@ -351,6 +357,7 @@ export class WebSocket extends WebSocketConnection<undefined> {
       maxFrameSize: options.maxFrameSize ?? maxMessageSize,
       closeTimeout: options.closeTimeout ?? 5_000,
       maxBufferedAmount: options.maxBufferedAmount ?? 64 * 1024 * 1024,
+      readableHighWaterMark: options.readableHighWaterMark,
       binaryType: options.binaryType ?? "blob",
       data: undefined,
       handlers: options.handlers as WebSocketHandlers<undefined> | undefined,

@@ -129,6 +129,11 @@ export interface ServeOptions<Data = unknown> {
    * dropped (its peer is not reading). @default {67108864}
    */
   maxBufferedAmount?: number;
+  /**
+   * Bytes of unread messages `ws.readable` may hold; past it the socket is
+   * not read until the application catches up. @default {1048576}
+   */
+  readableHighWaterMark?: number;
   /** How binary messages appear in `message` events. @default {"arraybuffer"} */
   binaryType?: BinaryType;
   /**
@@ -405,6 +410,7 @@ export async function serve<Data = undefined>(
         maxFrameSize,
         closeTimeout,
         maxBufferedAmount,
+        readableHighWaterMark: options.readableHighWaterMark,
         binaryType: options.binaryType ?? "arraybuffer",
         data,
         handlers,

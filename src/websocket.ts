@@ -71,6 +71,8 @@ export interface ConnectionInit<Data> {
   maxFrameSize: number;
   closeTimeout: number;
   maxBufferedAmount: number;
+  /** Bytes of unread messages the `readable` holds before the socket is paused. */
+  readableHighWaterMark?: number;
   binaryType: BinaryType;
   data: Data;
   handlers?: WebSocketHandlers<Data>;
@@ -279,9 +281,9 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
   /**
    * Received messages as a stream. Reading it switches delivery from
    * `message` events and callbacks to this stream; while it holds more than
-   * 1 MiB of unread messages the socket is not read, so a slow reader pushes
-   * back on the peer. The stream closes when the connection closes, or
-   * errors if it fails.
+   * `readableHighWaterMark` bytes (1 MiB by default) of unread messages, the
+   * socket is not read, so a slow reader pushes back on the peer. The stream
+   * closes when the connection closes, or errors if it fails.
    */
   get readable(): ReadableStream<Message> {
     if (this.#readable === null) {
@@ -299,12 +301,24 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
           this.close(CloseCode.Normal);
         },
       }, {
-        highWaterMark: READABLE_HIGH_WATER,
+        highWaterMark: this.#init.readableHighWaterMark ?? READABLE_HIGH_WATER,
         size: (message) => typeof message === "string" ? message.length : message.byteLength,
       });
       if (this.#finished) this.#endReadable();
     }
     return this.#readable;
+  }
+
+  /**
+   * Bytes of received messages waiting unread in {@linkcode readable}. It
+   * stays near `readableHighWaterMark` (1 MiB by default) however fast the
+   * peer sends, because the socket is not read while the stream is full.
+   */
+  get readableBufferedAmount(): number {
+    const controller = this.#readableController;
+    if (controller === null) return 0;
+    const hwm = this.#init.readableHighWaterMark ?? READABLE_HIGH_WATER;
+    return Math.max(0, hwm - (controller.desiredSize ?? hwm));
   }
 
   /**

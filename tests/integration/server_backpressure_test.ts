@@ -31,8 +31,8 @@ const MiB = 1024 * KiB;
 const MESSAGE_SIZE = 64 * KiB;
 /** How long the client floods a connection that is not being read. */
 const FLOOD_MS = 2000;
-/** The `readable` side's high-water mark (src/websocket.ts). */
-const READABLE_HIGH_WATER = 1 * MiB;
+/** The `readable` side's high-water mark, configured below (the default is 1 MiB). */
+const READABLE_HIGH_WATER = 512 * KiB;
 /** Frame headers of the flood messages read along with them, generously. */
 const HEADER_SLACK = 4 * KiB;
 /** A single socket read larger than this would make the bounds below meaningless. */
@@ -208,7 +208,11 @@ describe("server backpressure", () => {
     const reads = countServerReads();
     let server: Server;
     try {
-      server = await serve({ port: 0, hostname: HOST }, (ws) => {
+      server = await serve({
+        port: 0,
+        hostname: HOST,
+        readableHighWaterMark: READABLE_HIGH_WATER,
+      }, (ws) => {
         void ws.readable; // Messages now go to the stream, which nobody reads yet.
         opened.resolve(ws);
       });
@@ -238,6 +242,12 @@ describe("server backpressure", () => {
         `the server holds ${mib(held)}, over the high-water mark plus one read (${mib(bound)})`,
       );
       assert.ok(held >= READABLE_HIGH_WATER, `the stream filled only ${mib(held)}`);
+      // The public counter tells the same story.
+      assert.ok(ws.readableBufferedAmount >= READABLE_HIGH_WATER);
+      assert.ok(
+        ws.readableBufferedAmount <= bound,
+        `readableBufferedAmount ${mib(ws.readableBufferedAmount)}`,
+      );
 
       const reader = ws.readable.getReader();
       const messages: Message[] = [];
