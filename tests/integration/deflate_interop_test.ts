@@ -49,6 +49,9 @@ async function within<T>(promise: Promise<T>, ms: number, what: string): Promise
 }
 
 const CASES = [
+  "empty-text",
+  "hello",
+  "bytes-0-255",
   "text-1k",
   "text-64k",
   "text-1m",

@@ -992,6 +992,78 @@ describe("failures", () => {
     });
   });
 
+  test("the limit applies to the inflated size: exactly maxMessageSize passes, one byte more is 1009", async () => {
+    const limit = 64 * KiB;
+    await withEcho({ compression: true, maxMessageSize: limit }, async (server) => {
+      for (const [size, accepted] of [[limit, true], [limit + 1, false]] as const) {
+        const { client } = await openRaw(server.port, "permessage-deflate");
+        try {
+          const payload = deflateAlone(new Uint8Array(size).fill(0x61));
+          assert.ok(payload.length < 1024, "the compressed form is far below the limit");
+          client.write(buildFrame({ opcode: Op.Binary, payload, rsv1: true }));
+          if (accepted) {
+            const frame = await expectDataFrame(client);
+            assert.equal(inflateAlone(frame.payload).length, size);
+          } else {
+            assert.equal((await client.expectClose()).code, 1009);
+          }
+        } finally {
+          client.destroy();
+        }
+      }
+    });
+  });
+
+  test("without context takeover, one connection's failure leaves the others' inflating intact", async () => {
+    // Directions without context takeover share one zlib stream per process;
+    // an error or a bomb in the middle of it must not leak into the next user.
+    await withEcho({
+      compression: { threshold: 0, serverNoContextTakeover: true, clientNoContextTakeover: true },
+      maxMessageSize: MiB,
+    }, async (server) => {
+      const text = "still fine after a neighbour failed; ".repeat(20);
+      const compressed = deflateAlone(utf8(text));
+      const fragmented = await openRaw(server.port, "permessage-deflate");
+      const whole = await openRaw(server.port, "permessage-deflate");
+      try {
+        // A message whose first part arrives before the neighbours fail.
+        fragmented.client.write(buildFrame({
+          opcode: Op.Text,
+          payload: compressed.subarray(0, 10),
+          fin: false,
+          rsv1: true,
+        }));
+        for (
+          const [payload, code] of [
+            [new Uint8Array([0xff, 0xff, 0xff]), 1007],
+            [deflateBomb(100_000), 1009],
+            [new Uint8Array([0xf2, 0x00, 0x11, 0x00, 0x00]), 1007],
+          ] as const
+        ) {
+          const bad = await openRaw(server.port, "permessage-deflate");
+          try {
+            bad.client.write(buildFrame({ opcode: Op.Binary, payload, rsv1: true }));
+            assert.equal((await bad.client.expectClose()).code, code);
+          } finally {
+            bad.client.destroy();
+          }
+          whole.client.write(buildFrame({ opcode: Op.Text, payload: compressed, rsv1: true }));
+          const echoed = await expectDataFrame(whole.client);
+          assert.equal(decoder.decode(inflateAlone(echoed.payload)), text);
+        }
+        fragmented.client.write(buildFrame({
+          opcode: Op.Continuation,
+          payload: compressed.subarray(10),
+        }));
+        const echoed = await expectDataFrame(fragmented.client);
+        assert.equal(decoder.decode(inflateAlone(echoed.payload)), text);
+      } finally {
+        fragmented.client.destroy();
+        whole.client.destroy();
+      }
+    });
+  });
+
   const invalid: [string, Uint8Array][] = [
     ["a reserved block type (BTYPE = 11)", new Uint8Array([0xff, 0xff, 0xff])],
     ["a stored block whose NLEN is not ~LEN", new Uint8Array([0x00, 0x05, 0x00, 0x00, 0x00, 0x48])],
