@@ -64,8 +64,8 @@ globalThis.addEventListener?.("unhandledrejection", (event: PromiseRejectionEven
 });
 
 /** `node:test`'s `test`, plus: fails if the body left an unhandled rejection behind. */
-function test(name: string, body: () => Promise<void>): void {
-  nodeTest(name, async () => {
+function test(name: string, body: () => Promise<void>, options: { todo?: string } = {}): void {
+  nodeTest(name, options, async () => {
     unhandled.clear();
     await body();
     await delay(20); // Let stray rejections surface.
@@ -532,6 +532,51 @@ describe("client redirects", () => {
     ws.close();
     await within(ws.closed, 5_000, "closed");
   });
+
+  test(
+    "to another origin do not carry Authorization or Cookie",
+    async () => {
+      // What fetch does (Fetch §4.4 HTTP-redirect fetch, step 13): credentials
+      // set for one origin must not leak to whatever origin a server names.
+      const seen: (string | null)[] = [];
+      const other = await serve({
+        hostname: "127.0.0.1",
+        port: 0,
+        onUpgrade(request) {
+          seen.push(request.headers.get("authorization"), request.headers.get("cookie"));
+        },
+      }, () => {});
+      const redirector = await serve({
+        hostname: "127.0.0.1",
+        port: 0,
+        onUpgrade: () =>
+          new Response(null, {
+            status: 302,
+            headers: { Location: `ws://127.0.0.1:${other.addr.port}/` },
+          }),
+      }, () => {});
+      try {
+        const ws = await within(
+          connect(redirector.url, {
+            maxRedirects: 1,
+            headers: { Authorization: "Bearer secret", Cookie: "sid=1", "X-Trace": "kept" },
+          }),
+          5_000,
+          "connect",
+        );
+        assert.deepEqual(seen, [null, null], "no credentials sent to the other origin");
+        ws.close();
+        await within(ws.closed, 5_000, "closed");
+      } finally {
+        await redirector.shutdown();
+        await other.shutdown();
+      }
+    },
+    {
+      todo: "bug in src/client.ts: openHandshake reuses every request header on every " +
+        "redirect, so Authorization and Cookie go to any origin a server redirects to",
+    },
+  );
 
   test("are bounded: maxRedirects 3 makes exactly 4 requests, then rejects", async () => {
     requests.length = 0;
