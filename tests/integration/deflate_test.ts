@@ -430,6 +430,20 @@ describe("the server declines a bad offer without failing the handshake", () => 
     });
   });
 
+  test("accepts a quoted parameter value (RFC 6455 §9.1 allows quoted-string)", async () => {
+    await withEcho({ compression: { threshold: 0 } }, async (server) => {
+      const { client, response } = await openRaw(
+        server.port,
+        'permessage-deflate; client_max_window_bits="10"',
+      );
+      client.destroy();
+      assert.deepEqual(
+        agreedParams(response.headers.get("sec-websocket-extensions") ?? ""),
+        { client_max_window_bits: "10" },
+      );
+    });
+  });
+
   test("a server limiting client windows declines offers that cannot be limited", async () => {
     await withEcho({ compression: { clientMaxWindowBits: 10 } }, async (server) => {
       const bare = await openRaw(server.port, "permessage-deflate");
@@ -486,6 +500,31 @@ describe("the client refuses a bad server response", () => {
       });
     });
   }
+
+  test("a quoted value in the response is read like a token", async () => {
+    await withFake(
+      () => ({ extensions: 'permessage-deflate; server_max_window_bits="10"' }),
+      async (fake) => {
+        const ws = await connect(fake.url, { compression: { serverMaxWindowBits: 10 } });
+        try {
+          const conn = await fake.accept();
+          // The server compresses with 1 KiB; the client must read it.
+          const text = "quoted but fine. ".repeat(100);
+          const reader = ws.readable.getReader();
+          conn.write(buildFrame({
+            opcode: Op.Text,
+            payload: deflateAlone(utf8(text), 10),
+            rsv1: true,
+            mask: false,
+          }));
+          assert.equal((await within(reader.read(), 5000, "a message")).value, text);
+          reader.releaseLock();
+        } finally {
+          ws.terminate();
+        }
+      },
+    );
+  });
 
   test("a valid response is accepted (the control for the cases above)", async () => {
     await withFake(
