@@ -132,20 +132,25 @@ async function openHandshake<Data>(
   protocols: string[],
   options: ConnectOptions<Data>,
   registerTransport: (t: Transport | null) => void,
+  guard: <T>(promise: Promise<T>) => Promise<T>,
 ): Promise<Handshaken> {
   let redirects = options.maxRedirects ?? 0;
   const deflate = deflateOptionsOf(options.compression);
   const offer = deflate === null ? undefined : deflateOffer(deflate);
-  const extraHeaders = new Headers(options.headers);
+  let extraHeaders = new Headers(options.headers);
   for (;;) {
     const secure = url.protocol === "wss:";
     const hostname = url.hostname.replace(/^\[|\]$/g, "");
     const port = url.port !== "" ? Number(url.port) : secure ? 443 : 80;
-    const transport = await currentRuntime().connect({
+    const connecting = currentRuntime().connect({
       hostname,
       port,
       tls: secure ? { serverName: hostname, caCerts: options.caCerts } : undefined,
     });
+    // The timeout and the abort signal must also cut a TCP connect short; a
+    // connection that completes after that is closed at once.
+    connecting.then((t) => registerTransport(t), () => {});
+    const transport = await guard(connecting);
     registerTransport(transport);
     try {
       const key = generateKey();
@@ -178,6 +183,13 @@ async function openHandshake<Data>(
           );
         }
         transport.close();
+        if (target.origin !== url.origin) {
+          // Credentials are for the origin they were given to (as fetch does).
+          extraHeaders = new Headers(extraHeaders);
+          for (const name of ["authorization", "cookie", "proxy-authorization"]) {
+            extraHeaders.delete(name);
+          }
+        }
         url = target;
         continue;
       }
@@ -245,10 +257,15 @@ async function establish<Data>(
 ): Promise<void> {
   let transport: Transport | null = null;
   let abortedWith: Error | null = null;
+  let rejectAborted!: (error: Error) => void;
+  const aborted = new Promise<never>((_, reject) => (rejectAborted = reject));
+  aborted.catch(() => {});
   const abort = (error: Error) => {
     abortedWith ??= error;
     transport?.close();
+    rejectAborted(abortedWith);
   };
+  const guard = <T>(promise: Promise<T>) => Promise.race([promise, aborted]);
   const timeout = options.handshakeTimeout ?? 10_000;
   const timer = setTimeout(
     () => abort(new HandshakeError(0, `Opening handshake timed out after ${timeout} ms`)),
@@ -262,7 +279,7 @@ async function establish<Data>(
     const done = await openHandshake(url, protocols, options, (t) => {
       transport = t;
       if (abortedWith !== null) t?.close();
-    });
+    }, guard);
     if (abortedWith !== null) {
       done.transport.close();
       throw abortedWith;

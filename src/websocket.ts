@@ -178,6 +178,7 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
   #transport!: Transport;
   #protocol!: WebSocketProtocol;
   #attached = false;
+  #closingEarly = false;
   #codec: MessageCodec | null = null;
   #abortConnecting: (() => void) | null = null;
   // Stored with Data erased so WebSocketConnection<Data> stays assignable to WebSocketConnection.
@@ -255,7 +256,7 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
   /** The WHATWG ready state: 0 connecting, 1 open, 2 closing, 3 closed. */
   get readyState(): number {
     if (this.#finished) return ReadyState.CLOSED;
-    if (!this.#attached) return ReadyState.CONNECTING;
+    if (!this.#attached) return this.#closingEarly ? ReadyState.CLOSING : ReadyState.CONNECTING;
     const state = this.#protocol.state;
     // CLOSED in the protocol means "close frames exchanged": the socket may still be open.
     return state === ReadyState.CLOSED ? ReadyState.CLOSING : state;
@@ -459,7 +460,10 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
    * with the handshake, and runs the read loop.
    */
   _start(attach: AttachInit, initial: Uint8Array | null): void {
-    if (this.#started || this.#finished) return;
+    if (this.#started || this.#finished || this.#closingEarly) {
+      attach.transport.close();
+      return;
+    }
     this.#started = true;
     const init = this.#init;
     this.#transport = attach.transport;
@@ -483,6 +487,15 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
         pong: (payload) => this.#handlers?.pong?.(this, payload),
       } satisfies ProtocolHandler,
     );
+    if (this.#role === "server") return this.#open(initial);
+    // A client's caller gets the connection only after this returns (when
+    // `await connect()` resumes): open it, and deliver bytes that came with
+    // the 101, in a later task, once the caller could attach its handlers.
+    setTimeout(() => this.#open(initial), 0);
+  }
+
+  #open(initial: Uint8Array | null): void {
+    if (this.#transportClosed) return this.#finish();
     try {
       const opened = this.#handlers?.open?.(this);
       if (opened instanceof Promise) opened.catch((err) => this.#handlerFailed(err));
@@ -590,7 +603,15 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
       const abort = this.#abortConnecting;
       this.#abortConnecting = null;
       abort?.();
-      this._failConnecting(new Error("WebSocket was closed before the connection was established"));
+      // As in browsers: CLOSING now, error and close events in a later task.
+      this.#closingEarly = true;
+      setTimeout(
+        () =>
+          this._failConnecting(
+            new Error("WebSocket was closed before the connection was established"),
+          ),
+        0,
+      );
       return;
     }
     const protocol = this.#protocol;
