@@ -53,8 +53,8 @@ globalThis.addEventListener?.("unhandledrejection", (event: PromiseRejectionEven
 });
 
 /** `node:test`'s `test`, plus: fails if the body left an unhandled rejection behind. */
-function test(name: string, body: () => Promise<void>, options: { todo?: string } = {}): void {
-  nodeTest(name, options, async () => {
+function test(name: string, body: () => Promise<void>): void {
+  nodeTest(name, async () => {
     unhandled.clear();
     await body();
     await delay(20);
@@ -270,10 +270,6 @@ test(
       await server.close();
     }
   },
-  {
-    todo: "bug in src/websocket.ts: close() during CONNECTING dispatches error and close " +
-      "synchronously and jumps to CLOSED, so listeners added after close() miss them",
-  },
 );
 
 test(
@@ -304,10 +300,6 @@ test(
     } finally {
       await server.close();
     }
-  },
-  {
-    todo: "bug in src/websocket.ts: bytes that arrive with the 101 are parsed inside " +
-      "connect(), before it resolves; their messages go to no listener and are dropped",
   },
 );
 
@@ -355,11 +347,6 @@ describe("client while the TCP connect stalls", { skip: python === null && "no p
         stalled.stop();
       }
     },
-    {
-      todo: "bug in src/client.ts: the timeout and the abort signal only close a transport " +
-        "that exists; while the runtime's TCP connect is pending (a full accept queue, a " +
-        "blackholed address) connect() waits for the kernel to give up, ~35 s here",
-    },
   );
 
   test(
@@ -380,7 +367,6 @@ describe("client while the TCP connect stalls", { skip: python === null && "no p
         stalled.stop();
       }
     },
-    { todo: "same bug in src/client.ts as the handshakeTimeout test above" },
   );
 });
 
