@@ -64,8 +64,8 @@ globalThis.addEventListener?.("unhandledrejection", (event: PromiseRejectionEven
 });
 
 /** `node:test`'s `test`, plus: fails if the body left an unhandled rejection behind. */
-function test(name: string, body: () => Promise<void>): void {
-  nodeTest(name, async () => {
+function test(name: string, body: () => Promise<void>, options: { todo?: string } = {}): void {
+  nodeTest(name, options, async () => {
     unhandled.clear();
     await body();
     await delay(20); // Let stray rejections surface.
@@ -227,6 +227,19 @@ describe("client against a broken handshake", () => {
     const start = performance.now();
     await rejectsWith(connecting, /closed the connection/);
     assert.ok(performance.now() - start < 2_000, "does not wait for the 10 s timeout");
+  });
+
+  test("a response head over maxHandshakeSize is refused at the limit", async () => {
+    const { connecting, peer } = await dial(server, { maxHandshakeSize: 4096 });
+    await peer.readRequest();
+    peer.write("HTTP/1.1 101 Switching Protocols\r\nX-Padding: " + "a".repeat(8192)); // Never ends.
+    const error = await rejectsWith(connecting, /4096/);
+    await within(peer.ended, 2_000, "the client to close the socket");
+    assert.match(error.message, /response/i, "names the response, not a request");
+    assert.equal(error.status, 0, "no status was received: 431 is a server's answer");
+  }, {
+    todo: "bug in src/client.ts: HeadReader's server-side error escapes as is: " +
+      "HandshakeError(431, 'Request head is over the limit of 4096 bytes')",
   });
 
   test("WebSocket class: a 200 fires error, then close with 1006, not clean", async () => {
