@@ -133,7 +133,7 @@ export interface ReconnectOptions extends Omit<ConnectOptions<undefined>, "handl
   maxQueued?: number;
   /** Most bytes the queue holds; more makes `send()` throw `RangeError`. @default {1048576} */
   maxQueuedBytes?: number;
-  /** Aborting it is `close()`: stops reconnecting and closes the connection. */
+  /** Aborting it is `close(1000)`: stops reconnecting and closes the connection. */
   signal?: AbortSignal;
 }
 
@@ -372,7 +372,7 @@ export class ReconnectingWebSocket extends EventTarget {
   #queuedBytes = 0;
   #closed: Promise<CloseInfo>;
   #resolveClosed!: (info: CloseInfo) => void;
-  #onAbort = () => this.close();
+  #onAbort = () => this.close(1000); // As connect() does with its signal.
 
   /**
    * Starts connecting to `url`. Throws `SyntaxError` for an invalid URL and

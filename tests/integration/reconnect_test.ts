@@ -411,9 +411,11 @@ describe("ReconnectingWebSocket stops", () => {
     const rws = client(server.url, { minDelay: 10, signal: controller.signal });
     const events = record(rws);
     await until(() => events.count("open") === 1, 5_000, "open");
+    state.closes.length = 0;
     controller.abort();
     const info = await within(rws.closed, 5_000, "closed");
     assert.equal(info.wasClean, true);
+    assert.equal(state.closes[0]?.code, 1000, "closed with 1000, as connect() does");
     assert.equal(events.count("reconnecting"), 0);
     const already = client(server.url, { signal: AbortSignal.abort() });
     const closedAtOnce = record(already);
