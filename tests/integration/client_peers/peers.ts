@@ -64,6 +64,27 @@ export function findExecutable(name: string): string | null {
   return null;
 }
 
+/**
+ * The first `node` on PATH that is Node.js itself: `deno test` may put its own
+ * `node` shim on PATH, and ws on Deno's node compat is not the peer we want.
+ */
+function realNode(): string | null {
+  const dirs = (process.env.PATH ?? "").split(delimiter).filter((d) => d !== "");
+  for (const dir of dirs) {
+    const candidate = join(dir, "node");
+    if (!existsSync(candidate)) continue;
+    const out = spawnSync(candidate, [
+      "-e",
+      "process.stdout.write(process.versions.deno ?? process.version)",
+    ], {
+      encoding: "utf8",
+      timeout: 10_000,
+    });
+    if (out.status === 0 && out.stdout.startsWith("v")) return candidate;
+  }
+  return null;
+}
+
 function pythonWithWebsockets(): { python: string; version: string } | null {
   const candidates = [findExecutable("python3"), "/usr/bin/python3"].filter(
     (p): p is string => p !== null && existsSync(p),
@@ -105,8 +126,8 @@ function launcher(name: PeerName): Launch | string | null {
       return { command: bun, args: [join(HERE, "bun_server.ts")] };
     }
     case "node-ws": {
-      const node = findExecutable("node");
-      if (node === null) return "node is not installed";
+      const node = realNode();
+      if (node === null) return "node is not installed (Deno's node shim does not count)";
       if (!existsSync(join(REPO_ROOT, "node_modules", "ws", "package.json"))) {
         return "npm ws is not installed in node_modules";
       }
