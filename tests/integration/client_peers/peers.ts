@@ -75,7 +75,7 @@ function realNode(): string | null {
     if (!existsSync(candidate)) continue;
     const out = spawnSync(candidate, [
       "-e",
-      "process.stdout.write(process.versions.deno ?? process.version)",
+      "process.stdout.write(process.versions.deno ?? process.versions.bun ?? process.version)",
     ], {
       encoding: "utf8",
       timeout: 10_000,
