@@ -66,7 +66,7 @@ export function findExecutable(name: string): string | null {
 
 /**
  * The first `node` on PATH that is Node.js itself: `deno test` may put its own
- * `node` shim on PATH, and ws on Deno's node compat is not the peer we want.
+ * `node` shim on PATH (Bun can too), and ws on a node compat layer is not the peer we want.
  */
 function realNode(): string | null {
   const dirs = (process.env.PATH ?? "").split(delimiter).filter((d) => d !== "");
