@@ -161,14 +161,19 @@ async function openHandshake<Data>(
         origin: options.origin,
         headers: extraHeaders,
       }));
-      const reader = new HeadReader(options.maxHandshakeSize ?? 64 * 1024);
+      const maxHead = options.maxHandshakeSize ?? 64 * 1024;
+      const reader = new HeadReader(maxHead);
       let result = null;
       while (result === null) {
         const chunk = await transport.read();
         if (chunk === null) {
           throw new HandshakeError(0, "Server closed the connection during the opening handshake");
         }
-        result = reader.push(chunk);
+        try {
+          result = reader.push(chunk);
+        } catch {
+          throw new HandshakeError(0, `Response head is over maxHandshakeSize (${maxHead} bytes)`);
+        }
       }
       const response = parseResponseHead(result.head);
       const location = response.headers.get("location");
@@ -294,7 +299,14 @@ async function establish<Data>(
       headers: done.headers,
       codec,
     }, done.rest);
-    options.signal?.addEventListener("abort", () => ws.close(1000), { once: true });
+    const signal = options.signal;
+    if (signal !== undefined) {
+      // Removed once closed, so one long-lived signal does not keep every
+      // closed connection alive.
+      const closeOnAbort = () => ws.close(1000);
+      signal.addEventListener("abort", closeOnAbort, { once: true });
+      ws.closed.then(() => signal.removeEventListener("abort", closeOnAbort));
+    }
   } catch (err) {
     const error = abortedWith ?? (err instanceof Error ? err : new Error(String(err)));
     ws._failConnecting(error);

@@ -237,9 +237,6 @@ describe("client against a broken handshake", () => {
     await within(peer.ended, 2_000, "the client to close the socket");
     assert.match(error.message, /response/i, "names the response, not a request");
     assert.equal(error.status, 0, "no status was received: 431 is a server's answer");
-  }, {
-    todo: "bug in src/client.ts: HeadReader's server-side error escapes as is: " +
-      "HandshakeError(431, 'Request head is over the limit of 4096 bytes')",
   });
 
   test("WebSocket class: a 200 fires error, then close with 1006, not clean", async () => {

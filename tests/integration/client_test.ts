@@ -194,10 +194,6 @@ describe("client handshake against the Sluice server", () => {
       await delay(10);
       assert.equal(listening.size, 0, "listeners left on the signal");
     },
-    {
-      todo: "bug in src/client.ts: establish() adds an abort listener per open connection " +
-        "and never removes it, so a shared signal keeps every closed connection alive",
-    },
   );
 
   test("aborting the signal closes an open connection with 1000", async () => {
