@@ -213,8 +213,14 @@ export async function capture(cmd: string, args: string[]): Promise<string> {
 }
 
 export async function findTools(nice: number): Promise<Tools> {
-  const localBun = `${ROOT}node_modules/.bin/bun`;
-  const bun = (await exists(localBun)) ? localBun : "bun";
+  // The repo installs Bun under tools/ (older checkouts: the root node_modules).
+  let bun = "bun";
+  for (const candidate of [`${ROOT}tools/node_modules/.bin/bun`, `${ROOT}node_modules/.bin/bun`]) {
+    if (await exists(candidate)) {
+      bun = candidate;
+      break;
+    }
+  }
   const cores = navigator.hardwareConcurrency;
   const taskset = (await capture("sh", ["-c", "command -v taskset"])) !== "";
   if (!taskset) console.warn("taskset not found: processes are not pinned to cores");
