@@ -37,6 +37,8 @@ export interface MessageAssemblerOptions {
   inflate?: InflateFunction;
 }
 
+/** Whole-message decodes keep no state between calls, so one decoder serves all connections. */
+const oneShotDecoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 const SCRATCH_KEEP = 1 << 20;
 let scratch = new Uint8Array(64 * 1024);
 
@@ -71,7 +73,8 @@ export class MessageAssembler implements FrameHandler {
   #handler: MessageHandler;
   #maxMessageSize: number;
   #inflate: InflateFunction | undefined;
-  #decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+  /** Streaming decoder for fragmented text, made on first use (idle connections skip it). */
+  #streamDecoder: TextDecoder | null = null;
 
   // The frame in progress.
   #frameKind: number = Kind.None;
@@ -160,10 +163,11 @@ export class MessageAssembler implements FrameHandler {
     try {
       if (this.#singleFrame && data.length === this.#frameLength) {
         // The whole of a single-frame message, in one piece: one-shot decode.
-        this.#text = this.#decoder.decode(bytes);
+        this.#text = oneShotDecoder.decode(bytes);
         this.#oneShot = true;
       } else {
-        this.#text += this.#decoder.decode(bytes, { stream: true });
+        this.#streamDecoder ??= new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+        this.#text += this.#streamDecoder.decode(bytes, { stream: true });
       }
     } catch {
       throw invalidDataError("INVALID_UTF8", "Text message is not valid UTF-8");
@@ -205,7 +209,7 @@ export class MessageAssembler implements FrameHandler {
       if (kind === Kind.Binary) return this.#handler.binary(data);
       let text: string;
       try {
-        text = this.#decoder.decode(data);
+        text = oneShotDecoder.decode(data);
       } catch {
         throw invalidDataError("INVALID_UTF8", "Text message is not valid UTF-8");
       }
@@ -222,7 +226,8 @@ export class MessageAssembler implements FrameHandler {
       this.#oneShot = false;
     } else {
       try {
-        text += this.#decoder.decode();
+        // An empty text message never created the decoder.
+        if (this.#streamDecoder !== null) text += this.#streamDecoder.decode();
       } catch {
         throw invalidDataError("INVALID_UTF8", "Text message ends inside a UTF-8 sequence");
       }
