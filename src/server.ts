@@ -317,6 +317,7 @@ export async function serve<Data = undefined>(
       reject(transport, buildErrorResponse(408, "Handshake not completed in time"), false);
     }, handshakeTimeout);
     let request: RequestHead;
+    let head: Uint8Array;
     let rest: Uint8Array;
     try {
       const reader = new HeadReader(maxHandshakeSize);
@@ -330,7 +331,8 @@ export async function serve<Data = undefined>(
         }
         const result = reader.push(chunk);
         if (result !== null) {
-          request = parseRequestHead(result.head);
+          head = result.head;
+          request = parseRequestHead(head);
           rest = result.rest;
           break;
         }
@@ -422,7 +424,7 @@ export async function serve<Data = undefined>(
       connections.add(ws);
       await transport.write(response);
       ws._start(
-        { transport, protocol, extensions, headers: request.headers, codec },
+        { transport, protocol, extensions, headers: head, codec },
         rest,
       );
     } catch (err) {

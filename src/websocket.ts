@@ -21,6 +21,7 @@ import {
   WebSocketProtocol,
 } from "./protocol/connection.ts";
 import { CloseCode } from "./protocol/close_codes.ts";
+import { parseRequestHead } from "./protocol/http.ts";
 import { WebSocketError } from "./protocol/errors.ts";
 
 /** A received message: text as `string`, binary as an exactly sized `Uint8Array`. */
@@ -85,7 +86,8 @@ export interface AttachInit {
   transport: Transport;
   protocol: string;
   extensions: string;
-  headers: Headers;
+  /** The other side's handshake headers, or the raw request head to parse them from on demand. */
+  headers: Headers | Uint8Array;
   codec: MessageCodec | null;
 }
 
@@ -185,7 +187,8 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
   #init: ConnectionInit<unknown>;
   #subprotocol = "";
   #extensions = "";
-  #headers = new Headers();
+  // Raw head bytes until first asked for: a Headers object costs ~1 KiB per idle connection.
+  #headers: Headers | Uint8Array | null = null;
   #role: "server" | "client";
   #handlers: WebSocketHandlers<unknown> | undefined;
   #onFinish: ((ws: WebSocketConnection) => void) | undefined;
@@ -250,7 +253,10 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
    * request headers; on a client, the server's response headers.
    */
   get handshakeHeaders(): Headers {
-    return this.#headers;
+    const headers = this.#headers;
+    if (headers === null) return (this.#headers = new Headers());
+    if (headers instanceof Uint8Array) return (this.#headers = parseRequestHead(headers).headers);
+    return headers;
   }
 
   /** The WHATWG ready state: 0 connecting, 1 open, 2 closing, 3 closed. */

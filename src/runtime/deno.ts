@@ -22,7 +22,7 @@ import type {
 } from "./transport.ts";
 
 /** First read buffer size: small, so that 10 000 idle connections stay cheap. */
-const MIN_READ_BUFFER = 4 * 1024;
+const MIN_READ_BUFFER = 512;
 /** Largest read buffer: enough to move bulk data in few reads. */
 const MAX_READ_BUFFER = 256 * 1024;
 /** Consecutive small reads (at most a quarter of the buffer) before shrinking. */
