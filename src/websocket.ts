@@ -91,8 +91,6 @@ export interface AttachInit {
   codec: MessageCodec | null;
 }
 
-/** Binary payloads up to this size are copied by the protocol itself (see connection.ts). */
-const COPY_IN_PROTOCOL = 16 * 1024;
 /** Writes coalesced up to this many bytes into one buffer; beyond, chunks go as they are. */
 const COALESCE_LIMIT = 256 * 1024;
 /** The `writable` side waits for the socket once this much is buffered. */
@@ -353,6 +351,12 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
   /**
    * Sends a message: strings as text, bytes and Blobs as binary, in order.
    * Silently discarded once the connection is closing, as in the WHATWG API.
+   *
+   * Binary payloads up to 16 KiB are copied at once; larger ones are written
+   * from your buffer without a copy (a 1 MiB echo would otherwise copy 1 MiB
+   * per message), so do not modify such a buffer until it has been written:
+   * until `bufferedAmount` is 0 or the `drain` callback. Strings and Blobs
+   * are always safe.
    * A connection whose buffered output passes `maxBufferedAmount` is closed
    * with 1008 instead of growing without bound.
    */
@@ -364,15 +368,11 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
       this.#sendInOrder(data);
       return;
     }
-    let sent: boolean;
-    if (typeof data === "string") {
-      sent = this.#protocol.sendText(data);
-    } else {
-      // Large payloads are queued without a copy by the protocol; the WHATWG
-      // send() takes the bytes at call time, so copy them here.
-      const bytes = toBytes(data);
-      sent = this.#protocol.sendBinary(bytes.length > COPY_IN_PROTOCOL ? bytes.slice() : bytes);
-    }
+    // Binary payloads over 16 KiB go to the socket from the caller's buffer,
+    // without a copy (as npm ws does): see the doc comment.
+    const sent = typeof data === "string"
+      ? this.#protocol.sendText(data)
+      : this.#protocol.sendBinary(toBytes(data));
     if (sent) this.#afterSend();
   }
 
