@@ -91,8 +91,47 @@ export interface AttachInit {
   codec: MessageCodec | null;
 }
 
-/** Writes coalesced up to this many bytes into one buffer; beyond, chunks go as they are. */
-const COALESCE_LIMIT = 256 * 1024;
+/** Chunks up to this size are copied together into one write; larger ones go as they are. */
+const COALESCE_CHUNK = 16 * 1024;
+/** The most bytes one coalesced write collects. */
+const COALESCE_LIMIT = 64 * 1024;
+
+/**
+ * Joins runs of small chunks (frames of small messages, headers) into single
+ * buffers so that a burst of sends costs one socket write, while large
+ * payloads are written from where they are instead of being copied.
+ */
+function coalesce(chunks: Uint8Array[]): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  let run: Uint8Array[] = [];
+  let runBytes = 0;
+  const endRun = () => {
+    if (run.length === 1) out.push(run[0]);
+    else if (run.length > 1) {
+      const joined = new Uint8Array(runBytes);
+      let at = 0;
+      for (const chunk of run) {
+        joined.set(chunk, at);
+        at += chunk.length;
+      }
+      out.push(joined);
+    }
+    run = [];
+    runBytes = 0;
+  };
+  for (const chunk of chunks) {
+    if (chunk.length > COALESCE_CHUNK) {
+      endRun();
+      out.push(chunk);
+      continue;
+    }
+    if (runBytes + chunk.length > COALESCE_LIMIT) endRun();
+    run.push(chunk);
+    runBytes += chunk.length;
+  }
+  endRun();
+  return out;
+}
 /** The `writable` side waits for the socket once this much is buffered. */
 const WRITABLE_HIGH_WATER = 1024 * 1024;
 /** The `readable` side stops reading the socket once this many message bytes wait. */
@@ -705,18 +744,8 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
     if (chunks.length === 0) return this.#flushed();
     let total = 0;
     for (const chunk of chunks) total += chunk.length;
-    let data: Uint8Array[] = chunks;
-    if (chunks.length > 1 && total <= COALESCE_LIMIT) {
-      const joined = new Uint8Array(total);
-      let at = 0;
-      for (const chunk of chunks) {
-        joined.set(chunk, at);
-        at += chunk.length;
-      }
-      data = [joined];
-    }
     this.#inFlight = total;
-    this.#writeChunks(data, 0);
+    this.#writeChunks(chunks.length === 1 ? chunks : coalesce(chunks), 0);
   }
 
   #writeChunks(chunks: Uint8Array[], index: number): void {

@@ -8,7 +8,7 @@
 
 import type { FrameHandler, FrameHeader } from "./frame.ts";
 import { Opcode } from "./opcodes.ts";
-import { unmaskInto } from "./mask.ts";
+import { applyMask, unmaskInto } from "./mask.ts";
 import { invalidDataError, protocolError, tooBigError, type WebSocketError } from "./errors.ts";
 import { parseClosePayload } from "./close_codes.ts";
 
@@ -83,6 +83,8 @@ export class MessageAssembler implements FrameHandler {
   #frameLength = 0;
   #mask: Uint8Array | null = null;
   #frameBuf: Uint8Array | null = null;
+  /** Whether this frame's payload is kept (binary, compressed, control) or decoded on the fly. */
+  #buffered = false;
 
   // The message in progress.
   #messageKind: number = Kind.None;
@@ -117,9 +119,10 @@ export class MessageAssembler implements FrameHandler {
     this.#frameLength = length;
     this.#mask = header.mask;
     this.#singleFrame = false;
+    this.#frameBuf = null;
     if (opcode >= 0x8) {
       this.#frameKind = Kind.Control;
-      this.#frameBuf = new Uint8Array(length);
+      this.#buffered = true;
       return;
     }
     if (opcode === Opcode.Continuation) {
@@ -144,16 +147,24 @@ export class MessageAssembler implements FrameHandler {
     this.#size += length;
     if (this.#size > this.#maxMessageSize) throw this.#tooBig();
     this.#frameKind = this.#messageKind;
-    if (this.#messageKind === Kind.Binary || this.#compressed) {
-      this.#frameBuf = new Uint8Array(length);
-    } else {
-      this.#frameBuf = null;
-    }
+    // Binary and compressed payloads are kept; plain text is decoded as it comes.
+    this.#buffered = this.#messageKind === Kind.Binary || this.#compressed;
   }
 
   framePayload(data: Uint8Array, offset: number): void {
-    if (this.#frameBuf !== null) {
-      unmaskInto(data, this.#frameBuf, offset, this.#mask, offset);
+    if (this.#buffered) {
+      let buf = this.#frameBuf;
+      if (buf === null) {
+        if (data.length === this.#frameLength) {
+          // The whole payload in one piece: copy it without zero-filling a
+          // new buffer first, then unmask the copy.
+          buf = this.#frameBuf = data.slice();
+          if (this.#mask !== null) applyMask(buf, this.#mask, 0);
+          return;
+        }
+        buf = this.#frameBuf = new Uint8Array(this.#frameLength);
+      }
+      unmaskInto(data, buf, offset, this.#mask, offset);
       return;
     }
     // Uncompressed text: validate and decode as the bytes arrive.
@@ -178,7 +189,7 @@ export class MessageAssembler implements FrameHandler {
     const kind = this.#frameKind;
     this.#frameKind = Kind.None;
     if (kind === Kind.Control) {
-      const payload = this.#frameBuf!;
+      const payload = this.#frameBuf ?? new Uint8Array(0);
       this.#frameBuf = null;
       if (this.#frameOpcode === Opcode.Ping) this.#handler.ping(payload);
       else if (this.#frameOpcode === Opcode.Pong) this.#handler.pong(payload);
@@ -188,8 +199,8 @@ export class MessageAssembler implements FrameHandler {
       }
       return;
     }
-    if (this.#frameBuf !== null) {
-      this.#parts.push(this.#frameBuf);
+    if (this.#buffered) {
+      this.#parts.push(this.#frameBuf ?? new Uint8Array(0));
       this.#frameBuf = null;
     }
     if (!this.#frameFin) return;
