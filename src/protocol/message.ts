@@ -200,8 +200,15 @@ export class MessageAssembler implements FrameHandler {
       return;
     }
     if (this.#buffered) {
-      this.#parts.push(this.#frameBuf ?? new Uint8Array(0));
+      const payload = this.#frameBuf ?? new Uint8Array(0);
       this.#frameBuf = null;
+      if (this.#singleFrame && !this.#compressed) {
+        // Fast path: a single-frame binary message is its own payload.
+        this.#messageKind = Kind.None;
+        this.#handler.binary(payload);
+        return;
+      }
+      this.#parts.push(payload);
     }
     if (!this.#frameFin) return;
     this.#endMessage();
