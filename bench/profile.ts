@@ -22,8 +22,7 @@ import type { LoadResult } from "./lib/proc.ts";
 import type { Config } from "./loadgen.ts";
 import {
   findTools,
-  runJson,
-  runtimeArgv,
+  runLoad,
   SCENARIOS,
   ServerProcess,
   TARGETS,
@@ -174,11 +173,7 @@ async function main(): Promise<void> {
       durationMs,
       serverPid: server.pid,
     };
-    const load = runJson<LoadResult>(
-      tools,
-      runtimeArgv(tools, "bun", "loadgen.ts").concat(JSON.stringify(config)),
-      warmupMs + durationMs + 60_000,
-    );
+    const load = runLoad(tools, config);
     if (target.runtime === "deno") {
       const url = await waitFor(() => server.stderr, /Debugger listening on (ws:\S+)/, 10_000);
       await new Promise((resolve) => setTimeout(resolve, warmupMs));

@@ -20,6 +20,9 @@
  * - `--wait-quiet=S` [BENCH_WAIT_QUIET]: before each run, wait up to S seconds
  *   for the machine to be nearly idle (under 25% of a core busy), for shared
  *   machines where other work skews the numbers (default 0: do not wait)
+ * - `--loadgen=c|bun`: the load generator: bench/loadgen.c, compiled with the
+ *   system's C compiler (default; falls back to bun without one), or
+ *   bench/loadgen.ts on Bun
  * - `--nice=N` [BENCH_NICE]: run servers and load at this nice value (e.g. -10,
  *   needs root) so that other work on a shared machine disturbs less
  * - `--no-readme`: do not rewrite bench/README.md
@@ -38,6 +41,7 @@ import {
   CLIENTS,
   findTools,
   runJson,
+  runLoad,
   runtimeArgv,
   type Scenario,
   SCENARIOS,
@@ -62,6 +66,7 @@ interface Options {
   readme: boolean;
   nice: number;
   waitQuietMs: number;
+  loadgen: "c" | "bun";
 }
 
 function parseOptions(args: string[]): Options {
@@ -81,6 +86,7 @@ function parseOptions(args: string[]): Options {
     "only",
     "skip",
     "nice",
+    "loadgen",
     "no-readme",
   ];
   for (const name of flags.keys()) {
@@ -107,6 +113,7 @@ function parseOptions(args: string[]): Options {
     skip: new Set((flags.get("skip") ?? "").split(",").filter((s) => s !== "")),
     readme: !flags.has("no-readme"),
     nice: Number(flags.get("nice") ?? Deno.env.get("BENCH_NICE") ?? 0),
+    loadgen: flags.get("loadgen") === "bun" ? "bun" : "c",
     waitQuietMs: Number(flags.get("wait-quiet") ?? Deno.env.get("BENCH_WAIT_QUIET") ?? 0) * 1000,
   };
 }
@@ -169,6 +176,7 @@ interface Machine {
   node: string;
   commit: string;
   pinned: string;
+  loadgen: string;
   loadAverageBefore: string;
   loadAverageAfter: string;
 }
@@ -208,6 +216,9 @@ async function describeMachine(tools: Tools): Promise<Machine> {
         ? "not pinned"
         : `server on core ${tools.pin.server}, load on core ${tools.pin.load} (taskset)`) +
       (tools.nice === 0 ? "" : `, nice ${tools.nice}`),
+    loadgen: tools.cLoadgen === null
+      ? "bench/loadgen.ts on Bun"
+      : `bench/loadgen.c (${await capture("sh", ["-c", "cc --version | head -1"])}, -O2)`,
     loadAverageBefore: await loadAverage(),
     loadAverageAfter: "",
   };
@@ -312,13 +323,7 @@ async function runServers(tools: Tools, options: Options, report: Report): Promi
           try {
             await waitForQuiet(options);
             const result = await retryOnce(() =>
-              runJson<LoadResult>(
-                tools,
-                runtimeArgv(tools, "bun", "loadgen.ts").concat(
-                  JSON.stringify(loadConfig(options, server, scenario)),
-                ),
-                options.warmupMs + options.durationMs + 60_000,
-              )
+              runLoad(tools, loadConfig(options, server, scenario))
             );
             row.runs.push(result);
             progress(`${fmt(result.messagesPerSec)} msg/s\n`);
@@ -718,6 +723,7 @@ function machineSection(m: Machine): string {
     `- CPU: ${m.cpu}, nproc ${m.nproc}; ${m.pinned}`,
     `- Memory: ${m.memoryGiB} GiB; kernel ${m.kernel}`,
     `- Deno ${m.deno} (V8 ${m.v8}), Bun ${m.bun}, Node ${m.node}`,
+    `- Load generator: ${m.loadgen}`,
     `- Sluice commit: ${m.commit}`,
     `- Load average before / after: ${m.loadAverageBefore} / ${m.loadAverageAfter}`,
   ].join("\n");
@@ -726,9 +732,12 @@ function machineSection(m: Machine): string {
 const METHOD = `## What is measured
 
 Every server is a separate process pinned to core 1 (\`taskset -c 1\`); the load
-generator (\`bench/loadgen.ts\`, Bun with raw \`Bun.connect\` sockets, precomputed
-masked frames, replies parsed by skipping payloads) is pinned to core 0. All
-targets run side by side, one scenario at a time.
+generator is pinned to core 0. It is \`bench/loadgen.c\` (epoll, compiled with the
+system's C compiler into \`bench/results/\`; \`--loadgen=bun\` or no compiler:
+\`bench/loadgen.ts\` on Bun with raw \`Bun.connect\` sockets): precomputed masked
+frames, k replies answered with one write of k frames, replies parsed by
+skipping payloads. All targets run side by side, one scenario at a time, in
+interleaved rounds.
 
 - **Servers** (\`bench/servers/\`): Sluice's \`serve()\` with an echo \`message\`
   callback on Deno and on Bun; Deno's built-in \`Deno.serve\` +
@@ -785,7 +794,7 @@ ${METHOD}`;
 
 async function main(): Promise<void> {
   const options = parseOptions(Deno.args);
-  const tools = await findTools(options.nice);
+  const tools = await findTools(options.nice, options.loadgen);
   const report: Report = {
     machine: await describeMachine(tools),
     options: {

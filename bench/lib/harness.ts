@@ -8,6 +8,8 @@
  */
 
 import type { ClientConfig } from "../clients/client.ts";
+import type { Config } from "../loadgen.ts";
+import type { LoadResult } from "./proc.ts";
 
 const BENCH_DIR = new URL("..", import.meta.url).pathname;
 const ROOT = new URL("../..", import.meta.url).pathname;
@@ -192,6 +194,8 @@ export interface Tools {
   pin: { server: number; load: number } | null;
   /** Nice value for servers and load (0: unchanged). */
   nice: number;
+  /** The compiled C load generator, or null to use loadgen.ts on Bun. */
+  cLoadgen: string | null;
 }
 
 async function exists(path: string): Promise<boolean> {
@@ -212,7 +216,42 @@ export async function capture(cmd: string, args: string[]): Promise<string> {
   }
 }
 
-export async function findTools(nice: number): Promise<Tools> {
+/**
+ * Compiles bench/loadgen.c into bench/results/ (when the source is newer than
+ * the binary); null without a C compiler or when compiling fails.
+ */
+async function buildCLoadgen(): Promise<string | null> {
+  const source = `${BENCH_DIR}loadgen.c`;
+  const binary = `${BENCH_DIR}results/loadgen`;
+  try {
+    const [src, bin] = await Promise.all([Deno.stat(source), Deno.stat(binary).catch(() => null)]);
+    if (bin !== null && (bin.mtime?.getTime() ?? 0) >= (src.mtime?.getTime() ?? 0)) return binary;
+    const cc = await capture("sh", ["-c", "command -v cc || command -v gcc || command -v clang"]);
+    if (cc === "") {
+      console.warn("No C compiler: the load generator runs on Bun (bench/loadgen.ts)");
+      return null;
+    }
+    await Deno.mkdir(`${BENCH_DIR}results`, { recursive: true });
+    const out = await new Deno.Command(cc, { args: ["-O2", "-o", binary, source] }).output();
+    if (!out.success) {
+      console.warn(
+        `Compiling bench/loadgen.c failed, using loadgen.ts:\n${
+          new TextDecoder().decode(out.stderr)
+        }`,
+      );
+      return null;
+    }
+    return binary;
+  } catch (error) {
+    console.warn(`Cannot build bench/loadgen.c (${(error as Error).message}), using loadgen.ts`);
+    return null;
+  }
+}
+
+export async function findTools(
+  nice: number,
+  loadgen: "c" | "bun" = "c",
+): Promise<Tools> {
   // The repo installs Bun under tools/ (older checkouts: the root node_modules).
   let bun = "bun";
   for (const candidate of [`${ROOT}tools/node_modules/.bin/bun`, `${ROOT}node_modules/.bin/bun`]) {
@@ -231,7 +270,46 @@ export async function findTools(nice: number): Promise<Tools> {
     node: "node",
     pin: taskset && cores >= 2 ? { server: 1, load: 0 } : null,
     nice,
+    cLoadgen: loadgen === "c" ? await buildCLoadgen() : null,
   };
+}
+
+/** The command line of the load generator for a load-mode `config`. */
+export function loadArgv(tools: Tools, config: Config): string[] {
+  if (tools.cLoadgen === null || config.mode !== "load") {
+    return runtimeArgv(tools, "bun", "loadgen.ts").concat(JSON.stringify(config));
+  }
+  return [
+    tools.cLoadgen,
+    config.hostname,
+    String(config.port),
+    config.raw ? "1" : "0",
+    String(config.connections),
+    String(config.inflight),
+    String(config.size),
+    String(config.warmupMs),
+    String(config.durationMs),
+    String(config.serverPid),
+  ];
+}
+
+/**
+ * Runs one load-mode measurement; if the C load generator fails or sees no
+ * message at all, measures again with loadgen.ts on Bun.
+ */
+export async function runLoad(tools: Tools, config: Config): Promise<LoadResult> {
+  const timeout = config.warmupMs + config.durationMs + 60_000;
+  if (tools.cLoadgen !== null) {
+    try {
+      const result = await runJson<LoadResult>(tools, loadArgv(tools, config), timeout);
+      if (result.messages > 0) return result;
+      console.warn("The C load generator saw no message; measuring again with loadgen.ts");
+    } catch (error) {
+      console.warn(`The C load generator failed (${(error as Error).message}); using loadgen.ts`);
+    }
+  }
+  const argv = runtimeArgv(tools, "bun", "loadgen.ts").concat(JSON.stringify(config));
+  return { ...(await runJson<LoadResult>(tools, argv, timeout)), loadgen: "bun" };
 }
 
 /** `sh` raises the open-file limit (10 000 idle sockets), then execs the pinned command. */

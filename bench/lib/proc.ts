@@ -127,4 +127,6 @@ export interface LoadResult {
   seconds: number;
   connections: number;
   errors: number;
+  /** Which load generator measured it ("c" or "bun"); absent for clients. */
+  loadgen?: string;
 }
