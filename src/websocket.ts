@@ -592,7 +592,9 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
   /** After each received chunk: flush replies, act on state changes. */
   #afterReceive(): void {
     const protocol = this.#protocol;
-    if (protocol.outputBytes > 0) this.#scheduleFlush();
+    // Everything this chunk produced (replies, handler sends) is queued now:
+    // write it before the next read is issued rather than in a microtask.
+    if (protocol.outputBytes > 0 && !this.#writing) this.#flush();
     const state = protocol.state;
     if (state === ReadyState.CLOSING) {
       this.#startCloseTimer();
