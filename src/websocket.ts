@@ -217,6 +217,8 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
   #transport!: Transport;
   #protocol!: WebSocketProtocol;
   #attached = false;
+  /** Bytes arrive through the transport's push path rather than read(). */
+  #push = false;
   #closingEarly = false;
   #codec: MessageCodec | null = null;
   #abortConnecting: (() => void) | null = null;
@@ -548,7 +550,67 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
       this.#handlerFailed(err);
     }
     this.dispatchEvent(new Event("open"));
-    this.#readLoop(initial).catch((err) => this.#fail(err));
+    if (this.#transport.setConsumer !== undefined) this.#startPush(initial);
+    else this.#readLoop(initial).catch((err) => this.#fail(err));
+  }
+
+  /**
+   * Push mode (Bun): each chunk is parsed, delivered and answered inside the
+   * socket's own data callback, where the runtime batches our writes.
+   */
+  #startPush(initial: Uint8Array | null): void {
+    const protocol = this.#protocol;
+    this.#push = true;
+    if (initial !== null && initial.length > 0) {
+      protocol.receive(initial);
+      this.#afterReceive();
+    }
+    if (this.#transportClosed) return this.#finishSoon();
+    this.#transport.setConsumer!({
+      data: (chunk) => {
+        if (this.#transportClosed) return false;
+        protocol.receive(chunk);
+        this.#afterReceive();
+        if (this.#canRead()) return true;
+        this.#resumeWhenReady().catch((err) => this.#fail(err));
+        return false;
+      },
+      end: (error) => {
+        if (error !== null) this.#fail(error);
+        else protocol.receiveEnd();
+        this.#closeTransport();
+      },
+    });
+  }
+
+  /** Whether the application keeps up: no handler promise pending, readable not full. */
+  #canRead(): boolean {
+    if (this.#pending.length > 0) return false;
+    const controller = this.#readableController;
+    return controller === null || (controller.desiredSize ?? 1) > 0;
+  }
+
+  async #resumeWhenReady(): Promise<void> {
+    while (!this.#transportClosed) {
+      if (this.#pending.length > 0) {
+        const pending = this.#pending;
+        this.#pending = [];
+        await Promise.all(pending);
+        continue;
+      }
+      const controller = this.#readableController;
+      if (controller !== null && (controller.desiredSize ?? 1) <= 0) {
+        await new Promise<void>((resolve) => (this.#resume = resolve));
+        continue;
+      }
+      break;
+    }
+    if (!this.#transportClosed) this.#transport.resumeConsumer!();
+  }
+
+  /** Finishes in a microtask, so close events never fire inside the call that closed. */
+  #finishSoon(): void {
+    queueMicrotask(() => this.#finish());
   }
 
   async #readLoop(initial: Uint8Array | null): Promise<void> {
@@ -848,8 +910,10 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
     const resume = this.#resume;
     this.#resume = null;
     resume?.();
-    // The read loop sees the closed transport and calls #finish().
+    // The read loop sees the closed transport and calls #finish(); in push
+    // mode there is no loop to see it.
     if (!this.#started) this.#finish();
+    else if (this.#push) this.#finishSoon();
   }
 
   #endReadable(): void {

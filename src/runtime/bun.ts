@@ -16,6 +16,7 @@
  */
 
 import type {
+  ChunkConsumer,
   ConnectOptions,
   Listener,
   ListenOptions,
@@ -44,6 +45,8 @@ interface BunSocket {
 }
 
 interface BunSocketHandler {
+  /** How `data` chunks arrive: plain `Uint8Array`s rather than Buffers. */
+  binaryType: "uint8array";
   open(socket: BunSocket): void;
   data(socket: BunSocket, data: Uint8Array): void;
   drain(socket: BunSocket): void;
@@ -114,6 +117,9 @@ class BunTransport implements Transport {
   static handlers(onReady: ReadyCallback, options: HandlerOptions): BunSocketHandler {
     const { tls, client } = options;
     return {
+      // Plain Uint8Array chunks: a Buffer's slice() is a view, and wrapping
+      // one through its `.buffer` getter cost ~10% of a small-message echo.
+      binaryType: "uint8array",
       open(socket) {
         // A TLS socket is only handed out after its handshake: before it,
         // Bun silently takes nothing (write returns 0).
@@ -139,9 +145,7 @@ class BunTransport implements Transport {
       },
       // data and drain only ever follow open, which sets socket.data.
       data(socket, data) {
-        // Bun passes a Buffer, whose slice() is a view, not a copy: hand out a
-        // plain Uint8Array so chunks behave the same on every runtime.
-        socket.data!.#push(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+        socket.data!.#push(data);
       },
       drain(socket) {
         socket.data!.#flush();
@@ -179,6 +183,9 @@ class BunTransport implements Transport {
   #buffered = 0;
   /** Set while a TLS handshake is in progress. */
   #onReady: ReadyCallback | undefined;
+  /** Push mode: where chunks go, and whether it currently takes them. */
+  #consumer: ChunkConsumer | undefined;
+  #consumerReady = false;
 
   constructor(socket: BunSocket, onReady: ReadyCallback | undefined) {
     this.#socket = socket;
@@ -218,6 +225,16 @@ class BunTransport implements Transport {
 
   #push(chunk: Uint8Array): void {
     if (this.#closed) return;
+    const consumer = this.#consumer;
+    if (consumer !== undefined) {
+      if (this.#consumerReady && this.#chunks.length === 0) {
+        this.#deliver(consumer, chunk);
+        return;
+      }
+      this.#chunks.push(chunk);
+      this.#queued += chunk.byteLength;
+      return;
+    }
     const waiter = this.#waiter;
     if (waiter !== undefined) {
       // The queue is empty whenever a read waits: hand the chunk over directly.
@@ -234,7 +251,49 @@ class BunTransport implements Transport {
     }
   }
 
+  setConsumer(consumer: ChunkConsumer): void {
+    this.#consumer = consumer;
+    this.resumeConsumer();
+  }
+
+  resumeConsumer(): void {
+    const consumer = this.#consumer;
+    if (consumer === undefined || this.#closed) return;
+    this.#consumerReady = true;
+    while (this.#consumerReady && this.#chunks.length > 0) {
+      const chunk = this.#chunks.shift()!;
+      this.#queued -= chunk.byteLength;
+      this.#deliver(consumer, chunk);
+      if (this.#closed) return;
+    }
+    if (!this.#consumerReady) return;
+    if (this.#eof || this.#error !== undefined) {
+      this.#endConsumer();
+    } else if (this.#paused) {
+      this.#paused = false;
+      this.#socket.resume();
+    }
+  }
+
+  #deliver(consumer: ChunkConsumer, chunk: Uint8Array): void {
+    if (consumer.data(chunk) || this.#closed) return;
+    this.#consumerReady = false;
+    if (!this.#paused) {
+      this.#paused = true;
+      this.#socket.pause();
+    }
+  }
+
+  /** Reports end of stream or the error to a ready consumer, once. */
+  #endConsumer(): void {
+    const consumer = this.#consumer;
+    if (consumer === undefined || !this.#consumerReady || this.#chunks.length > 0) return;
+    this.#consumer = undefined;
+    consumer.end(this.#closed ? null : this.#error ?? null);
+  }
+
   #settleWaiter(): void {
+    this.#endConsumer();
     const waiter = this.#waiter;
     if (waiter === undefined) return;
     this.#waiter = undefined;
@@ -308,6 +367,7 @@ class BunTransport implements Transport {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#consumer = undefined;
     this.#chunks = [];
     this.#queued = 0;
     this.#failWrites(closedError());

@@ -46,12 +46,37 @@ export interface Transport {
   write(data: Uint8Array): Promise<void> | undefined;
   /** Closes the socket at once (both directions). Idempotent. */
   close(): void;
+  /**
+   * Optional push path, offered where the runtime's socket is callback-based
+   * (Bun): from now on, chunks go to `consumer.data()` synchronously from the
+   * socket's own data callback instead of to `read()` (do not call `read()`
+   * any more). Replies written during that call are batched by the runtime
+   * with its own socket work, which costs far less than writing from a
+   * promise callback. Chunks queued before are delivered first.
+   */
+  setConsumer?(consumer: ChunkConsumer): void;
+  /** Restarts delivery after `consumer.data()` returned `false`. */
+  resumeConsumer?(): void;
   /** Bytes accepted by `write()` but not yet handed to the kernel. */
   readonly bufferedAmount: number;
   /** The local address of the socket. */
   readonly localAddr: NetAddress;
   /** The remote address of the socket. */
   readonly remoteAddr: NetAddress;
+}
+
+/** Receives a transport's bytes in push mode ({@linkcode Transport.setConsumer}). */
+export interface ChunkConsumer {
+  /**
+   * A chunk of bytes, owned by the consumer. Return `false` to stop the flow
+   * (the socket is paused) until `resumeConsumer()` is called.
+   */
+  data(chunk: Uint8Array): boolean;
+  /**
+   * End of stream (`null`) or a socket error. Not called after the consumer
+   * closed the transport itself.
+   */
+  end(error: Error | null): void;
 }
 
 /** A listening server socket that yields transports. */
