@@ -138,10 +138,12 @@ export interface FrameHandler {
   /** A header was parsed and validated. `header` is reused: copy what you keep. */
   frameStart(header: FrameHeader): void;
   /**
-   * A piece of the payload, still masked, valid only during the call.
-   * `offset` is the index of `data[0]` within the frame payload.
+   * A piece of the payload, still masked: `chunk[start..end)`, valid only
+   * during the call (passed as a range, not a view, because making a
+   * subarray per frame is costly on JSC). `offset` is the index of
+   * `chunk[start]` within the frame payload.
    */
-  framePayload(data: Uint8Array, offset: number): void;
+  framePayload(chunk: Uint8Array, start: number, end: number, offset: number): void;
   /** The frame's payload is complete. */
   frameEnd(): void;
 }
@@ -213,7 +215,7 @@ export class FrameParser {
     while (pos < end && !this.#stopped) {
       if (this.#inPayload) {
         const take = Math.min(this.#remaining, end - pos);
-        this.#handler.framePayload(chunk.subarray(pos, pos + take), this.#offset);
+        this.#handler.framePayload(chunk, pos, pos + take, this.#offset);
         pos += take;
         this.#offset += take;
         this.#remaining -= take;

@@ -7,8 +7,11 @@
  * @module
  */
 
-/** Below this many bytes the word loop's setup costs more than it saves. */
-const WORD_THRESHOLD = 32;
+/**
+ * Below this many bytes the word loop's setup (reaching `.buffer` and making
+ * an Int32Array view, ~0.6 µs on Bun's JSC) costs more than it saves.
+ */
+const WORD_THRESHOLD = 512;
 
 const littleEndian = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
@@ -50,7 +53,20 @@ export function applyMask(data: Uint8Array, mask: Uint8Array, offset = 0): void 
     for (; w < words; w++) view[w] ^= word;
     i += words << 2;
   }
-  for (; i < length; i++) data[i] ^= mask[(offset + i) & 3];
+  // Small payloads and the tail: four bytes at a time with the mask rotated
+  // to this position.
+  const k = (offset + i) & 3;
+  const r0 = mask[k], r1 = mask[(k + 1) & 3], r2 = mask[(k + 2) & 3], r3 = mask[(k + 3) & 3];
+  const end4 = length - 3;
+  for (; i < end4; i += 4) {
+    data[i] ^= r0;
+    data[i + 1] ^= r1;
+    data[i + 2] ^= r2;
+    data[i + 3] ^= r3;
+  }
+  if (i < length) data[i++] ^= r0;
+  if (i < length) data[i++] ^= r1;
+  if (i < length) data[i] ^= r2;
 }
 
 /**

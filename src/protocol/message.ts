@@ -151,22 +151,23 @@ export class MessageAssembler implements FrameHandler {
     this.#buffered = this.#messageKind === Kind.Binary || this.#compressed;
   }
 
-  framePayload(data: Uint8Array, offset: number): void {
+  framePayload(chunk: Uint8Array, start: number, end: number, offset: number): void {
     if (this.#buffered) {
       let buf = this.#frameBuf;
       if (buf === null) {
-        if (data.length === this.#frameLength) {
+        if (end - start === this.#frameLength) {
           // The whole payload in one piece: copy it without zero-filling a
           // new buffer first, then unmask the copy.
-          buf = this.#frameBuf = data.slice();
+          buf = this.#frameBuf = chunk.slice(start, end);
           if (this.#mask !== null) applyMask(buf, this.#mask, 0);
           return;
         }
         buf = this.#frameBuf = new Uint8Array(this.#frameLength);
       }
-      unmaskInto(data, buf, offset, this.#mask, offset);
+      unmaskInto(chunk.subarray(start, end), buf, offset, this.#mask, offset);
       return;
     }
+    const data = chunk.subarray(start, end);
     // Uncompressed text: validate and decode as the bytes arrive.
     const buf = scratchFor(data.length);
     unmaskInto(data, buf, 0, this.#mask, offset);

@@ -45,8 +45,8 @@ class FrameCollector implements FrameHandler {
     this.#mask = header.mask === null ? null : header.mask.slice();
   }
 
-  framePayload(data: Uint8Array, offset: number): void {
-    unmaskInto(data, this.#current!.payload, offset, this.#mask, offset);
+  framePayload(chunk: Uint8Array, start: number, end: number, offset: number): void {
+    unmaskInto(chunk.subarray(start, end), this.#current!.payload, offset, this.#mask, offset);
   }
 
   frameEnd(): void {

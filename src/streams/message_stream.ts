@@ -61,7 +61,9 @@ export class MessageDecoderStream extends TransformStream<Frame, DecodedMessage>
           mask: null,
           length: frame.payload.length,
         });
-        if (frame.payload.length > 0) assembler.framePayload(frame.payload, 0);
+        if (frame.payload.length > 0) {
+          assembler.framePayload(frame.payload, 0, frame.payload.length, 0);
+        }
         assembler.frameEnd();
         for (const event of out) controller.enqueue(event);
         out.length = 0;

@@ -227,8 +227,8 @@ export class FrameRecorder implements FrameHandler {
     });
   }
 
-  framePayload(data: Uint8Array, offset: number): void {
-    this.events.push({ type: "payload", data: Array.from(data), offset });
+  framePayload(chunk: Uint8Array, start: number, end: number, offset: number): void {
+    this.events.push({ type: "payload", data: Array.from(chunk.subarray(start, end)), offset });
   }
 
   frameEnd(): void {

@@ -382,7 +382,8 @@ describe("FrameParser: input split anywhere", () => {
               assert.equal(header.length, 5, name);
             }
           },
-          framePayload(piece, offset) {
+          framePayload(chunk, start, end, offset) {
+            const piece = chunk.subarray(start, end);
             if (starts !== 1) return;
             assert.equal(offset, next, `${name}: offset`);
             assert.ok(piece.length > 0, `${name}: empty piece`);
@@ -611,7 +612,7 @@ describe("FrameParser: stop and midFrame", () => {
     const recorder = new FrameRecorder();
     const parser = new FrameParser({
       frameStart: (h) => recorder.frameStart(h),
-      framePayload: (d, o) => recorder.framePayload(d, o),
+      framePayload: (c, s, e, o) => recorder.framePayload(c, s, e, o),
       frameEnd: () => {
         recorder.frameEnd();
         parser.stop();
