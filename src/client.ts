@@ -74,8 +74,13 @@ function deflateOptionsOf(option: boolean | DeflateOptions | undefined): Deflate
 
 const REDIRECTS = [301, 302, 303, 307, 308];
 
-/** Normalises a WebSocket URL as the WHATWG constructor does (http→ws, no fragment). */
-function parseUrl(input: string | URL): URL {
+/**
+ * Normalises a WebSocket URL as the WHATWG constructor does (http→ws, no
+ * fragment), throwing `SyntaxError` otherwise.
+ *
+ * @internal Shared with the reconnecting client.
+ */
+export function parseUrl(input: string | URL): URL {
   let url: URL;
   try {
     url = new URL(input);

@@ -14,7 +14,7 @@
  * @module
  */
 
-import { connect, type ConnectOptions } from "./client.ts";
+import { connect, type ConnectOptions, parseUrl } from "./client.ts";
 import type { CloseInfo, Message, SendData, WebSocketConnection } from "./websocket.ts";
 import { HandshakeError, WebSocketError } from "./protocol/errors.ts";
 
@@ -270,24 +270,7 @@ function snapshot(data: SendData): SendData {
 }
 
 function validateUrl(input: string | URL): string {
-  let url: URL;
-  try {
-    url = new URL(input);
-  } catch {
-    throw new DOMException(`Invalid WebSocket URL: ${input}`, "SyntaxError");
-  }
-  if (url.protocol === "http:") url.protocol = "ws:";
-  else if (url.protocol === "https:") url.protocol = "wss:";
-  if (url.protocol !== "ws:" && url.protocol !== "wss:") {
-    throw new DOMException(
-      `WebSocket URL must use ws: or wss:, got ${url.protocol}`,
-      "SyntaxError",
-    );
-  }
-  if (url.hash !== "") {
-    throw new DOMException("WebSocket URL must not have a fragment", "SyntaxError");
-  }
-  return url.href;
+  return parseUrl(input).href;
 }
 
 function nonNegative(name: string, value: number): number {

@@ -237,6 +237,7 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
   #started = false;
   #finished = false;
   #transportClosed = false;
+  #transportGone = Promise.withResolvers<void>();
 
   // Output.
   #flushScheduled = false;
@@ -591,21 +592,27 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
   }
 
   async #resumeWhenReady(): Promise<void> {
-    while (!this.#transportClosed) {
+    await this.#untilCanRead();
+    if (!this.#transportClosed) this.#transport.resumeConsumer!();
+  }
+
+  /**
+   * Waits while the application is behind: for the promises its `message`
+   * callbacks returned, and for `readable` to be pulled below its high-water
+   * mark. Returns early once the transport closes.
+   */
+  async #untilCanRead(): Promise<void> {
+    while (!this.#transportClosed && !this.#canRead()) {
       if (this.#pending.length > 0) {
         const pending = this.#pending;
         this.#pending = [];
-        await Promise.all(pending);
-        continue;
-      }
-      const controller = this.#readableController;
-      if (controller !== null && (controller.desiredSize ?? 1) <= 0) {
+        // A handler promise that never settles must not keep a closed
+        // connection from finishing.
+        await Promise.race([Promise.all(pending), this.#transportGone.promise]);
+      } else {
         await new Promise<void>((resolve) => (this.#resume = resolve));
-        continue;
       }
-      break;
     }
-    if (!this.#transportClosed) this.#transport.resumeConsumer!();
   }
 
   /** Finishes in a microtask, so close events never fire inside the call that closed. */
@@ -622,15 +629,8 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
     // Runs until the socket closes. After the closing handshake it keeps
     // reading only to see the peer's EOF (bounded by closeTimeout).
     while (!this.#transportClosed) {
-      if (this.#pending.length > 0) {
-        const pending = this.#pending;
-        this.#pending = [];
-        await Promise.all(pending);
-        continue;
-      }
-      const controller = this.#readableController;
-      if (controller !== null && (controller.desiredSize ?? 1) <= 0) {
-        await new Promise<void>((resolve) => (this.#resume = resolve));
+      if (!this.#canRead()) {
+        await this.#untilCanRead();
         continue;
       }
       let chunk: Uint8Array | null;
@@ -899,6 +899,7 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
   #closeTransport(): void {
     if (this.#transportClosed || !this.#attached) return;
     this.#transportClosed = true;
+    this.#transportGone.resolve();
     if (this.#closeTimer !== undefined) {
       clearTimeout(this.#closeTimer);
       this.#closeTimer = undefined;
