@@ -39,7 +39,7 @@ import {
 } from "./_raw_client.ts";
 
 const HOST = "127.0.0.1";
-const SEED = Number(process.env.FUZZ_SEED ?? 0x51c3_2026) >>> 0;
+const SEED = Number(process.env.FUZZ_SEED || 0x51c3_2026) >>> 0;
 const FRAME_CASES = 300;
 const HANDSHAKE_CASES = 60;
 const CONCURRENCY = 12;
@@ -126,6 +126,17 @@ function generateCase(rng: Rng, index: number): Case {
   let size = 0;
   const mask = () => rng.bytes(4);
   const count = 1 + rng.int(5);
+  if (index % 25 === 7) {
+    // Every 25th stream opens with a message over maxMessageSize, so each seed reaches 1009.
+    frames.push(
+      buildFrame({
+        opcode: Op.Binary,
+        payload: rng.bytes(MAX_MESSAGE + 1 + rng.int(1000)),
+        mask: mask(),
+      }),
+    );
+    oracle.close = 1009;
+  }
   for (let i = 0; i < count && oracle.close === null; i++) {
     const kind = rng.int(10);
     if (kind <= 2) {
@@ -319,6 +330,8 @@ interface Outcome {
   endedBeforeOurFin: boolean;
   sentFin: boolean;
   sentClose: boolean;
+  /** The close frame we appended, if any: it may become part of an unfinished frame. */
+  ourClose: Uint8Array;
 }
 
 /** Reads frames until a close frame, the end of the stream, or `idleMs` of silence. */
@@ -348,7 +361,10 @@ async function drain(
   }
 }
 
-async function runFrameCase(port: number, c: Case): Promise<void> {
+/** How each case ended, tallied so a degenerate generator shows up as a failure. */
+type Tally = Map<string, number>;
+
+async function runFrameCase(port: number, c: Case, tally: Tally): Promise<void> {
   const what = () =>
     `seed 0x${SEED.toString(16)} case ${c.index} [${
       c.mutations.join("; ") || "unmutated"
@@ -360,6 +376,7 @@ async function runFrameCase(port: number, c: Case): Promise<void> {
     endedBeforeOurFin: false,
     sentFin: false,
     sentClose: false,
+    ourClose: new Uint8Array(0),
   };
   try {
     let at = 0;
@@ -373,7 +390,8 @@ async function runFrameCase(port: number, c: Case): Promise<void> {
     if (state === "idle") {
       // The server may be waiting for the rest of a frame or message: ask it to close.
       out.sentClose = true;
-      client.write(closeFrame(1000));
+      out.ourClose = closeFrame(1000);
+      client.write(out.ourClose);
       state = await drain(client, out, 600);
     }
     if (state === "end") out.endedBeforeOurFin = true;
@@ -407,7 +425,13 @@ async function runFrameCase(port: number, c: Case): Promise<void> {
     if (f.opcode === Op.Pong) assert.ok(f.payload.length <= 125, `a long pong: ${what()}`);
   }
   if (out.close !== null) {
-    const allowed = new Set([1000, 1002, 1007, 1009, ...closeCodesIn(c.stream)]);
+    const allowed = new Set([
+      1000,
+      1002,
+      1007,
+      1009,
+      ...closeCodesIn(concat(c.stream, out.ourClose)),
+    ]);
     assert.ok(
       allowed.has(out.close.code),
       `close code ${out.close.code} not in ${[...allowed]}: ${what()}`,
@@ -416,6 +440,12 @@ async function runFrameCase(port: number, c: Case): Promise<void> {
   } else {
     // Without a close frame, the server may only hang up because we did.
     assert.ok(out.sentFin, `TCP closed without a close frame before our FIN: ${what()}`);
+  }
+
+  const key = out.close === null ? "TCP close after our FIN" : `close ${out.close.code}`;
+  tally.set(key, (tally.get(key) ?? 0) + 1);
+  if (out.frames.length > 0) {
+    tally.set("some frames echoed", (tally.get("some frames echoed") ?? 0) + 1);
   }
 
   if (c.oracle !== null) {
@@ -494,7 +524,7 @@ function generateHandshakeCase(rng: Rng, index: number, port: number): Handshake
   return { index, bytes, how, fin: rng.chance(0.5) };
 }
 
-async function runHandshakeCase(port: number, c: HandshakeCase): Promise<void> {
+async function runHandshakeCase(port: number, c: HandshakeCase, tally: Tally): Promise<void> {
   const what = `seed 0x${SEED.toString(16)} handshake case ${c.index} (${c.how}, ${
     c.fin ? "FIN" : "no FIN"
   }): ${hex(c.bytes)}`;
@@ -509,11 +539,15 @@ async function runHandshakeCase(port: number, c: HandshakeCase): Promise<void> {
     } catch (error) {
       // No response: allowed only if the server closed the connection.
       assert.ok(client.ended, `neither a response nor a close within ${bound} ms: ${what}`);
+      // A client still waiting (no FIN) is owed an answer: 400, or 408 at the timeout.
+      assert.ok(c.fin, `closed without an HTTP response to a client still waiting: ${what}`);
       assert.match(String(error), /Stream ended before a full response head; got ""/, what);
+      tally.set("closed", (tally.get("closed") ?? 0) + 1);
       return;
     }
     const ok = response.status === 101 || (response.status >= 400 && response.status < 500);
     assert.ok(ok, `status ${response.status}: ${what}`);
+    tally.set(String(response.status), (tally.get(String(response.status)) ?? 0) + 1);
     if (response.status === 101) {
       if (!c.fin) {
         client.write(buildFrame({ opcode: Op.Text, payload: "after a lenient handshake" }));
@@ -578,15 +612,33 @@ describe(`fuzz (seed 0x${SEED.toString(16)})`, () => {
     const rng = new Rng(SEED);
     const cases = Array.from({ length: FRAME_CASES }, (_, i) => generateCase(rng, i));
     const started = performance.now();
+    const tally: Tally = new Map();
     await withFuzzServer(async (server, control) => {
       for (let at = 0, round = 0; at < cases.length; at += CONCURRENCY, round++) {
         await Promise.all(
-          cases.slice(at, at + CONCURRENCY).map((c) => runFrameCase(server.addr.port, c)),
+          cases.slice(at, at + CONCURRENCY).map((c) => runFrameCase(server.addr.port, c, tally)),
         );
         await assertControlEchoes(control, round);
       }
     });
     const unmutated = cases.filter((c) => c.oracle !== null).length;
+    const seen = Object.fromEntries([...tally].sort());
+    console.log(`fuzz outcomes: ${JSON.stringify(seen)}`);
+    // The generator must reach every kind of ending, or it tests less than it claims.
+    for (
+      const outcome of [
+        "close 1000",
+        "close 1002",
+        "close 1007",
+        "close 1009",
+        "some frames echoed",
+      ]
+    ) {
+      assert.ok(
+        (tally.get(outcome) ?? 0) > 0,
+        `seed 0x${SEED.toString(16)}: no case ended with ${outcome}`,
+      );
+    }
     console.log(
       `fuzz: ${FRAME_CASES} frame cases (${unmutated} unmutated) in ${
         (performance.now() - started).toFixed(0)
@@ -597,6 +649,7 @@ describe(`fuzz (seed 0x${SEED.toString(16)})`, () => {
   test(`${HANDSHAKE_CASES} garbled handshakes: 101, 4xx or a close, within the handshake timeout`, async () => {
     const rng = new Rng(SEED ^ 0x9e3779b9);
     const started = performance.now();
+    const tally: Tally = new Map();
     await withFuzzServer(async (server, control) => {
       const port = server.addr.port;
       const cases = Array.from(
@@ -605,11 +658,19 @@ describe(`fuzz (seed 0x${SEED.toString(16)})`, () => {
       );
       for (let at = 0, round = 0; at < cases.length; at += CONCURRENCY * 2, round++) {
         await Promise.all(
-          cases.slice(at, at + CONCURRENCY * 2).map((c) => runHandshakeCase(port, c)),
+          cases.slice(at, at + CONCURRENCY * 2).map((c) => runHandshakeCase(port, c, tally)),
         );
         await assertControlEchoes(control, round);
       }
     });
+    console.log(
+      `fuzz handshake outcomes: ${JSON.stringify(Object.fromEntries([...tally].sort()))}`,
+    );
+    assert.ok((tally.get("400") ?? 0) > 0, `seed 0x${SEED.toString(16)}: no handshake got 400`);
+    assert.ok(
+      (tally.get("closed") ?? 0) + (tally.get("408") ?? 0) > 0,
+      "no handshake was cut short",
+    );
     console.log(
       `fuzz: ${HANDSHAKE_CASES} handshake cases in ${(performance.now() - started).toFixed(0)} ms`,
     );
