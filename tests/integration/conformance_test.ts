@@ -321,6 +321,11 @@ function rsvRows(): Row[] {
     });
   }
   rows.push({
+    name: "3.x RSV=2 on a continuation frame",
+    send: [frame(Op.Text, "frag", { fin: false }), frame(Op.Continuation, "ment", { rsv2: true })],
+    close: 1002,
+  });
+  rows.push({
     name: "3.x RSV=1 on text, byte by byte, after a valid text",
     send: [frame(Op.Text, "valid"), frame(Op.Text, "bad", { rsv1: true })],
     chunk: 1,
@@ -338,6 +343,15 @@ function opcodeRows(): Row[] {
   const rows: Row[] = [];
   for (const opcode of [0x3, 0x4, 0x5, 0x6, 0x7, 0xb, 0xc, 0xd, 0xe, 0xf]) {
     const hex = opcode.toString(16).toUpperCase();
+    rows.push({
+      name: `4.x opcode ${hex} between the fragments of a message`,
+      send: [
+        frame(Op.Text, "frag", { fin: false }),
+        frame(opcode, "x"),
+        frame(Op.Continuation, "ment"),
+      ],
+      close: 1002,
+    });
     rows.push({ name: `4.x opcode ${hex} alone`, send: [frame(opcode)], close: 1002 });
     rows.push({
       name: `4.x opcode ${hex} with payload after a valid text, then a ping`,
