@@ -16,11 +16,8 @@
 
 import { after, before, describe, test as nodeTest } from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import process from "node:process";
+import { makeTestCerts, opensslSkipReason, type TestCerts } from "../_certs.ts";
 import { connect, type ConnectOptions, WebSocket } from "../../src/client.ts";
 import { serve, type Server } from "../../src/server.ts";
 import { HandshakeError, WebSocketError } from "../../src/protocol/errors.ts";
@@ -596,79 +593,18 @@ describe("client redirects", () => {
   });
 });
 
-function hasOpenssl(): boolean {
-  try {
-    execFileSync("openssl", ["version"], { stdio: "ignore" });
-    return true;
-  } catch {
-    return false;
-  }
-}
+const skipTls = opensslSkipReason("the wss: to ws: redirect test");
 
-const openssl = hasOpenssl();
-if (!openssl) {
-  if (process.env.CI) throw new Error("The wss: redirect test needs the openssl CLI under CI.");
-  console.warn("\n!!! openssl CLI not found: SKIPPING the wss: to ws: redirect test. !!!\n");
-}
-
-describe("client redirects over TLS", { skip: !openssl && "no openssl CLI" }, () => {
-  let dir = "";
+describe("client redirects over TLS", { skip: skipTls || false }, () => {
+  let certs: TestCerts | undefined;
   let ca = "";
   let tlsServer: Server;
   let plainServer: Server;
   const plainRequests: string[] = [];
 
   before(async () => {
-    dir = mkdtempSync(join(tmpdir(), "sluice-client-tls-"));
-    const run = (...args: string[]) =>
-      execFileSync("openssl", args, { cwd: dir, stdio: ["ignore", "ignore", "pipe"] });
-    const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-    run(
-      "req",
-      "-x509",
-      ...ec,
-      "-keyout",
-      "ca.key",
-      "-out",
-      "ca.crt",
-      "-days",
-      "1",
-      "-subj",
-      "/CN=Sluice client test CA",
-      "-addext",
-      "basicConstraints=critical,CA:TRUE",
-      "-addext",
-      "keyUsage=critical,keyCertSign,cRLSign",
-    );
-    run("req", ...ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost");
-    writeFileSync(
-      join(dir, "server.ext"),
-      [
-        "subjectAltName=DNS:localhost,IP:127.0.0.1",
-        "basicConstraints=critical,CA:FALSE",
-        "keyUsage=critical,digitalSignature",
-        "extendedKeyUsage=serverAuth",
-      ].join("\n"),
-    );
-    run(
-      "x509",
-      "-req",
-      "-in",
-      "server.csr",
-      "-CA",
-      "ca.crt",
-      "-CAkey",
-      "ca.key",
-      "-set_serial",
-      String(Date.now()),
-      "-days",
-      "1",
-      "-extfile",
-      "server.ext",
-      "-out",
-      "server.crt",
-    );
-    ca = readFileSync(join(dir, "ca.crt"), "utf8");
+    certs = makeTestCerts("Sluice client test CA");
+    ca = certs.ca;
     plainServer = await serve({
       hostname: "127.0.0.1",
       port: 0,
@@ -679,10 +615,7 @@ describe("client redirects over TLS", { skip: !openssl && "no openssl CLI" }, ()
     tlsServer = await serve({
       hostname: "127.0.0.1",
       port: 0,
-      tls: {
-        cert: readFileSync(join(dir, "server.crt"), "utf8"),
-        key: readFileSync(join(dir, "server.key"), "utf8"),
-      },
+      tls: { cert: certs.cert, key: certs.key },
       onUpgrade(request) {
         if (request.url.pathname === "/down") {
           return new Response(null, {
@@ -700,7 +633,7 @@ describe("client redirects over TLS", { skip: !openssl && "no openssl CLI" }, ()
   after(async () => {
     await tlsServer?.shutdown();
     await plainServer?.shutdown();
-    if (dir) rmSync(dir, { recursive: true, force: true });
+    certs?.cleanup();
   });
 
   test("a wss: URL follows a redirect that stays on wss:", async () => {

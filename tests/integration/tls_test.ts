@@ -19,7 +19,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { join } from "node:path";
 import process from "node:process";
 import { connect, HandshakeError, WebSocket } from "../../mod.ts";
-import { makeTestCerts, opensslSkipReason, type TestCerts } from "./_certs.ts";
+import { makeTestCerts, opensslSkipReason, type TestCerts } from "../_certs.ts";
 import { fingerprintsOf, type SluiceEcho, startSluiceEcho } from "./deflate_peers/harness.ts";
 import {
   type ClientReport,

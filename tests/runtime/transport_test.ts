@@ -8,11 +8,7 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
-import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import process from "node:process";
+import { makeTestCerts, opensslSkipReason, type TestCerts } from "../_certs.ts";
 import { currentRuntime, type Listener, type Transport } from "../../src/runtime/mod.ts";
 
 const runtime = currentRuntime();
@@ -157,22 +153,7 @@ function canListenOn(hostname: string): Promise<boolean> {
 
 const ipv6 = await canListenOn("::1");
 
-function hasOpenssl(): boolean {
-  try {
-    execFileSync("openssl", ["version"], { stdio: "ignore" });
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-const openssl = hasOpenssl();
-if (!openssl) {
-  if (process.env.CI) throw new Error("The TLS tests need the openssl CLI, which CI must have.");
-  console.warn(
-    "\n!!! openssl CLI not found: SKIPPING the TLS transport tests. Install openssl to run them. !!!\n",
-  );
-}
+const skipTls = opensslSkipReason("the TLS transport tests");
 
 describe(`${runtime.name} transport`, () => {
   test("echoes a small message byte for byte", async () => {
@@ -421,69 +402,19 @@ describe(`${runtime.name} transport`, () => {
   });
 });
 
-describe(`${runtime.name} transport over TLS`, { skip: !openssl && "no openssl CLI" }, () => {
-  let dir = "";
+describe(`${runtime.name} transport over TLS`, { skip: skipTls || false }, () => {
+  let certs: TestCerts | undefined;
   let ca = "";
   let cert = "";
   let key = "";
 
   before(() => {
-    dir = mkdtempSync(join(tmpdir(), "sluice-tls-"));
-    const run = (...args: string[]) =>
-      execFileSync("openssl", args, { cwd: dir, stdio: ["ignore", "ignore", "pipe"] });
-    const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-    run(
-      "req",
-      "-x509",
-      ...ec,
-      "-keyout",
-      "ca.key",
-      "-out",
-      "ca.crt",
-      "-days",
-      "1",
-      "-subj",
-      "/CN=Sluice test CA",
-      "-addext",
-      "basicConstraints=critical,CA:TRUE",
-      "-addext",
-      "keyUsage=critical,keyCertSign,cRLSign",
-    );
-    run("req", ...ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost");
-    writeFileSync(
-      join(dir, "server.ext"),
-      [
-        "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1",
-        "basicConstraints=critical,CA:FALSE",
-        "keyUsage=critical,digitalSignature",
-        "extendedKeyUsage=serverAuth",
-      ].join("\n"),
-    );
-    run(
-      "x509",
-      "-req",
-      "-in",
-      "server.csr",
-      "-CA",
-      "ca.crt",
-      "-CAkey",
-      "ca.key",
-      "-set_serial",
-      String(Date.now()),
-      "-days",
-      "1",
-      "-extfile",
-      "server.ext",
-      "-out",
-      "server.crt",
-    );
-    ca = readFileSync(join(dir, "ca.crt"), "utf8");
-    cert = readFileSync(join(dir, "server.crt"), "utf8");
-    key = readFileSync(join(dir, "server.key"), "utf8");
+    certs = makeTestCerts();
+    ({ ca, cert, key } = certs);
   });
 
   after(() => {
-    if (dir) rmSync(dir, { recursive: true, force: true });
+    certs?.cleanup();
   });
 
   test("echoes over TLS with the test CA trusted", { timeout: 30000 }, async () => {

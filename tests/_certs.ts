@@ -4,9 +4,10 @@
  * it signed for `localhost`, `127.0.0.1` and `::1`. Nothing secret is
  * committed, and the keys live only as long as the test run.
  *
- * Same recipe as `tests/runtime/transport_test.ts` (EC P-256 keys, one-day
- * validity, the extensions rustls and BoringSSL insist on: SAN, CA:FALSE,
- * serverAuth), here in a helper the integration suites share.
+ * EC P-256 keys, one-day validity, and the extensions rustls and BoringSSL
+ * insist on (SAN, CA:FALSE, serverAuth). Shared by every suite that needs TLS
+ * (`tests/runtime/transport_test.ts`, `tests/integration/tls_test.ts`,
+ * `tests/integration/client_bad_peers_test.ts`).
  *
  * @module
  */
@@ -47,11 +48,12 @@ export function hasOpenssl(): boolean {
 
 /**
  * `null` if openssl is available; otherwise fails under `CI` (which must have
- * it) or warns loudly and returns a skip reason.
+ * it) or warns loudly and returns a skip reason. `what` names the tests
+ * skipped, for the warning.
  */
-export function opensslSkipReason(): string | null {
+export function opensslSkipReason(what = "the wss:// tests"): string | null {
   if (hasOpenssl()) return null;
-  const message = "openssl CLI not found: SKIPPING the wss:// tests. Install openssl to run them.";
+  const message = `openssl CLI not found: SKIPPING ${what}. Install openssl to run them.`;
   if (process.env.CI) throw new Error(`${message} CI must provide it.`);
   console.warn(`\n!!! ${message} !!!\n`);
   return "no openssl CLI";
