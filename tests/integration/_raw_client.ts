@@ -16,7 +16,7 @@
 import net from "node:net";
 import { Buffer } from "node:buffer";
 import { createHash, randomBytes } from "node:crypto";
-import process from "node:process";
+import { delay as sleep, watchUnhandledRejections, within } from "../_watch.ts";
 
 /** The GUID of RFC 6455 §1.3. */
 const GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -68,23 +68,8 @@ export function newKey(): string {
   return randomBytes(16).toString("base64");
 }
 
-/** Rejects if `promise` has not settled within `ms`, so no test hangs. */
-export async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`Timed out after ${ms} ms: ${what}`)), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/** Resolves after `ms` milliseconds. */
-export function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
+// The waits and the rejection watcher live in tests/_watch.ts; the server tests take them from here.
+export { sleep, watchUnhandledRejections, within };
 
 /** Options for {@linkcode buildFrame}. */
 export interface FrameSpec {
@@ -492,31 +477,4 @@ export class RawClient {
   destroy(): void {
     if (!this.#closed) this.socket.destroy();
   }
-}
-
-/**
- * Collects unhandled promise rejections while installed, on both runtimes:
- * `process.on("unhandledRejection")` where there is a `process` (Deno's Node
- * compatibility and Bun) and the `unhandledrejection` event where the global
- * scope is an event target (Deno).
- */
-export function watchUnhandledRejections(): { reasons: unknown[]; stop(): void } {
-  const reasons: unknown[] = [];
-  const onProcess = (reason: unknown) => reasons.push(reason);
-  const onEvent = (event: Event) => {
-    reasons.push((event as PromiseRejectionEvent).reason);
-    event.preventDefault();
-  };
-  process.on("unhandledRejection", onProcess);
-  const target = globalThis as unknown as Partial<EventTarget>;
-  const hasEvents = typeof target.addEventListener === "function" &&
-    typeof (globalThis as { Deno?: unknown }).Deno === "object";
-  if (hasEvents) target.addEventListener!("unhandledrejection", onEvent);
-  return {
-    reasons,
-    stop() {
-      process.off("unhandledRejection", onProcess);
-      if (hasEvents) target.removeEventListener!("unhandledrejection", onEvent);
-    },
-  };
 }

@@ -14,9 +14,9 @@
  * Runs under both `deno test --allow-all` and `bun test`.
  */
 
-import { after, before, describe, test as nodeTest } from "node:test";
+import { after, before, describe } from "node:test";
 import assert from "node:assert/strict";
-import process from "node:process";
+import { delay, test, within } from "../_watch.ts";
 import { makeTestCerts, opensslSkipReason, type TestCerts } from "../_certs.ts";
 import { connect, type ConnectOptions, WebSocket } from "../../src/client.ts";
 import { serve, type Server } from "../../src/server.ts";
@@ -29,46 +29,6 @@ import {
   rawServer,
   serverFrame,
 } from "./client_peers/raw_server.ts";
-
-/** Rejects if `promise` has not settled within `ms`, so no test hangs. */
-async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`Timed out after ${ms} ms: ${what}`)), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-// Any promise the client leaves rejected without a handler is a bug users
-// would see as a crash: collect them and fail the test that caused them.
-// (Deno reports them to the global event, Bun to process; Deno's node:test
-// ignores afterEach failures, so each test checks through `test()` below.)
-const unhandled = new Set<unknown>();
-process.on("unhandledRejection", (reason: unknown) => {
-  unhandled.add(reason);
-});
-globalThis.addEventListener?.("unhandledrejection", (event: PromiseRejectionEvent) => {
-  event.preventDefault();
-  unhandled.add(event.reason);
-});
-
-/** `node:test`'s `test`, plus: fails if the body left an unhandled rejection behind. */
-function test(name: string, body: () => Promise<void>, options: { todo?: string } = {}): void {
-  nodeTest(name, options, async () => {
-    unhandled.clear();
-    await body();
-    await delay(20); // Let stray rejections surface.
-    assert.deepEqual([...unhandled], [], "no unhandled promise rejection");
-  });
-}
 
 /** Connects to the raw server, returning the pending connect() and the accepted raw peer. */
 async function dial(

@@ -15,6 +15,7 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import process from "node:process";
+import { within } from "../_watch.ts";
 import { connect, WebSocket } from "../../src/client.ts";
 import type { WebSocketConnection } from "../../src/websocket.ts";
 import { type Peer, type PeerName, startPeer, unavailable } from "./client_peers/peers.ts";
@@ -24,19 +25,6 @@ const MiB = 1024 * 1024;
 /** One size per length encoding and its boundaries (RFC 6455 §5.2), and a large one. */
 const SIZES = [0, 125, 126, 64 * KiB, 16 * MiB];
 const PEERS: PeerName[] = ["sluice", "deno", "bun", "node-ws", "python-websockets"];
-
-/** Rejects if `promise` has not settled within `ms`, so no test hangs. */
-async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`Timed out after ${ms} ms: ${what}`)), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 async function sha256Hex(bytes: Uint8Array): Promise<string> {
   const digest = await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>);

@@ -8,11 +8,12 @@
  * Runs under both `deno test --allow-all` and `bun test`.
  */
 
-import { after, before, describe, test as nodeTest } from "node:test";
+import { after, before, describe } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
+import { delay, test, within } from "../_watch.ts";
 import { connect, WebSocket } from "../../src/client.ts";
 import { serve, type Server, type UpgradeRequestInfo } from "../../src/server.ts";
 import { HandshakeError } from "../../src/protocol/errors.ts";
@@ -24,43 +25,6 @@ import {
   upgradeResponse,
 } from "./client_peers/raw_server.ts";
 import { findExecutable } from "./client_peers/peers.ts";
-
-/** Rejects if `promise` has not settled within `ms`, so no test hangs. */
-async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`Timed out after ${ms} ms: ${what}`)), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-// Unhandled rejections fail the test that left them (see client_bad_peers_test.ts).
-const unhandled = new Set<unknown>();
-process.on("unhandledRejection", (reason: unknown) => {
-  unhandled.add(reason);
-});
-globalThis.addEventListener?.("unhandledrejection", (event: PromiseRejectionEvent) => {
-  event.preventDefault();
-  unhandled.add(event.reason);
-});
-
-/** `node:test`'s `test`, plus: fails if the body left an unhandled rejection behind. */
-function test(name: string, body: () => Promise<void>, options: { todo?: string } = {}): void {
-  nodeTest(name, options, async () => {
-    unhandled.clear();
-    await body();
-    await delay(20);
-    assert.deepEqual([...unhandled], [], "no unhandled promise rejection");
-  });
-}
 
 /** Resolves with the error a promise rejects with; fails if it resolves. */
 async function rejection(promise: Promise<unknown>, ms = 5_000): Promise<unknown> {

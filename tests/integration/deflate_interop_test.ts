@@ -25,6 +25,7 @@
 
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { within } from "../_watch.ts";
 import { connect, type DeflateOptions } from "../../mod.ts";
 import {
   type CountingProxy,
@@ -34,19 +35,6 @@ import {
 } from "./deflate_peers/harness.ts";
 import { type PeerName, peerSkipReason, runClient, startServer } from "./deflate_peers/peers.ts";
 import { messagesFor, runCases } from "./deflate_peers/scenario.mjs";
-
-/** Rejects if `promise` has not settled within `ms`, so no test hangs. */
-async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`Timed out after ${ms} ms: ${what}`)), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 const CASES = [
   "empty-text",

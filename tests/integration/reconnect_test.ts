@@ -8,10 +8,10 @@
  * Runs under both `deno test --allow-all` and `bun test`.
  */
 
-import { after, before, describe, test as nodeTest } from "node:test";
+import { after, before, describe } from "node:test";
 import assert from "node:assert/strict";
 import net from "node:net";
-import process from "node:process";
+import { delay, test as watchedTest, within } from "../_watch.ts";
 import {
   type ReconnectEvent,
   ReconnectingWebSocket,
@@ -22,33 +22,6 @@ import { HandshakeError, WebSocketError } from "../../src/protocol/errors.ts";
 import type { WebSocketConnection } from "../../src/websocket.ts";
 import { rawServer, serverFrame } from "./client_peers/raw_server.ts";
 
-/** Rejects if `promise` has not settled within `ms`, so no test hangs. */
-async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`Timed out after ${ms} ms: ${what}`)), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-// Unhandled rejections fail the test that left them (see client_bad_peers_test.ts).
-const unhandled = new Set<unknown>();
-process.on("unhandledRejection", (reason: unknown) => {
-  unhandled.add(reason);
-});
-globalThis.addEventListener?.("unhandledrejection", (event: PromiseRejectionEvent) => {
-  event.preventDefault();
-  unhandled.add(event.reason);
-});
-
 /** Every client made in a test, closed at its end so no test leaks a reconnect loop. */
 const clients: ReconnectingWebSocket[] = [];
 function client(url: string, options: ConstructorParameters<typeof ReconnectingWebSocket>[1]) {
@@ -57,13 +30,10 @@ function client(url: string, options: ConstructorParameters<typeof ReconnectingW
   return rws;
 }
 
-/** `node:test`'s `test`, plus: no unhandled rejection, and every client closed afterwards. */
+/** The watched `test()`, plus: every client closed and every down server stopped afterwards. */
 function test(name: string, body: () => Promise<void>): void {
-  nodeTest(name, async () => {
-    unhandled.clear();
-    try {
-      await body();
-    } finally {
+  watchedTest(name, body, {
+    async cleanup() {
       for (const rws of clients.splice(0)) {
         rws.close();
         await within(rws.closed, 5_000, "client closed after the test");
@@ -71,9 +41,7 @@ function test(name: string, body: () => Promise<void>): void {
       for (const server of downServers.splice(0)) {
         await new Promise<void>((resolve) => server.close(() => resolve()));
       }
-    }
-    await delay(20);
-    assert.deepEqual([...unhandled], [], "no unhandled promise rejection");
+    },
   });
 }
 

@@ -19,6 +19,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { join } from "node:path";
 import process from "node:process";
 import { connect, HandshakeError, WebSocket } from "../../mod.ts";
+import { within } from "../_watch.ts";
 import { makeTestCerts, opensslSkipReason, type TestCerts } from "../_certs.ts";
 import { fingerprintsOf, type SluiceEcho, startSluiceEcho } from "./deflate_peers/harness.ts";
 import {
@@ -33,19 +34,6 @@ import { messagesFor, sameMessage } from "./deflate_peers/scenario.mjs";
 
 const skipTls = opensslSkipReason();
 const isDeno = "Deno" in globalThis;
-
-/** Rejects if `promise` has not settled within `ms`, so no test hangs. */
-async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`Timed out after ${ms} ms: ${what}`)), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 let nextId = 0;
 /** A fresh connection id, for the `?id=` the echo server files records under. */

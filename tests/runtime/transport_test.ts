@@ -8,25 +8,13 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
+import { within } from "../_watch.ts";
 import { makeTestCerts, opensslSkipReason, type TestCerts } from "../_certs.ts";
 import { currentRuntime, type Listener, type Transport } from "../../src/runtime/mod.ts";
 
 const runtime = currentRuntime();
 const HOST = "127.0.0.1";
 const MiB = 1024 * 1024;
-
-/** Rejects if `promise` has not settled within `ms`, so no test hangs. */
-async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`Timed out after ${ms} ms: ${what}`)), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 /** Resolves true if `promise` is still pending after `ms`. */
 async function staysPending(promise: Promise<unknown>, ms: number): Promise<boolean> {
