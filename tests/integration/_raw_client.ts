@@ -16,11 +16,11 @@
 import net from "node:net";
 import { Buffer } from "node:buffer";
 import { createHash, randomBytes } from "node:crypto";
+import { concat, pattern, utf8 } from "../_bytes.ts";
 import { delay as sleep, watchUnhandledRejections, within } from "../_watch.ts";
 
 /** The GUID of RFC 6455 §1.3. */
 const GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
-const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
 /** Opcodes, spelled out here rather than imported from the code under test. */
@@ -33,31 +33,6 @@ export const Op = {
   Pong: 0xa,
 } as const;
 
-/** UTF-8 bytes of a string. */
-export function utf8(text: string): Uint8Array {
-  return encoder.encode(text);
-}
-
-/** Concatenates byte arrays into one new array. */
-export function concat(...parts: Uint8Array[]): Uint8Array {
-  let total = 0;
-  for (const part of parts) total += part.length;
-  const out = new Uint8Array(total);
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
-}
-
-/** `length` bytes of a position- and seed-dependent pattern. */
-export function pattern(length: number, seed = 0): Uint8Array {
-  const out = new Uint8Array(length);
-  for (let i = 0; i < length; i++) out[i] = (i * 31 + seed * 7 + (i >>> 8)) & 0xff;
-  return out;
-}
-
 /** The `Sec-WebSocket-Accept` a correct server answers `key` with (§4.2.2), via node:crypto. */
 export function expectedAccept(key: string): string {
   return createHash("sha1").update(key + GUID).digest("base64");
@@ -68,8 +43,9 @@ export function newKey(): string {
   return randomBytes(16).toString("base64");
 }
 
-// The waits and the rejection watcher live in tests/_watch.ts; the server tests take them from here.
-export { sleep, watchUnhandledRejections, within };
+// Byte helpers (tests/_bytes.ts), the waits and the rejection watcher
+// (tests/_watch.ts) are shared; the server tests take them from here.
+export { concat, pattern, sleep, utf8, watchUnhandledRejections, within };
 
 /** Options for {@linkcode buildFrame}. */
 export interface FrameSpec {

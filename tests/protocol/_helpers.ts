@@ -10,6 +10,7 @@
  * @module
  */
 
+import { concat, pattern, utf8 } from "../_bytes.ts";
 import type { FrameHandler, FrameHeader } from "../../src/protocol/frame.ts";
 import type { MessageHandler } from "../../src/protocol/message.ts";
 import {
@@ -18,41 +19,17 @@ import {
   WebSocketProtocol,
 } from "../../src/protocol/connection.ts";
 
-const encoder = new TextEncoder();
-
-/** UTF-8 bytes of a string. */
-export function utf8(text: string): Uint8Array {
-  return encoder.encode(text);
-}
+// The byte helpers shared with the integration tests, for the protocol tests.
+export { concat, pattern, utf8 };
 
 /** Bytes from numbers, e.g. `bytes(0x81, 0x05)`. */
 export function bytes(...values: number[]): Uint8Array {
   return new Uint8Array(values);
 }
 
-/** Concatenates byte arrays into one new array. */
-export function concat(...parts: Uint8Array[]): Uint8Array {
-  let total = 0;
-  for (const part of parts) total += part.length;
-  const out = new Uint8Array(total);
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
-}
-
 /** Lowercase hex with a space between bytes, for readable assertion failures. */
 export function hex(data: Uint8Array): string {
   return Array.from(data, (b) => b.toString(16).padStart(2, "0")).join(" ");
-}
-
-/** `length` bytes of a repeating, position-dependent pattern. */
-export function pattern(length: number, seed = 0): Uint8Array {
-  const out = new Uint8Array(length);
-  for (let i = 0; i < length; i++) out[i] = (i * 31 + seed * 7 + (i >>> 8)) & 0xff;
-  return out;
 }
 
 /** The §5.3 transformation done the obvious way, into a new array. */

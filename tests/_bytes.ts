@@ -1,0 +1,33 @@
+/**
+ * Byte helpers every test layer uses, written without `src/` so that they
+ * cannot share a bug with the code under test.
+ *
+ * @module
+ */
+
+const encoder = new TextEncoder();
+
+/** UTF-8 bytes of a string. */
+export function utf8(text: string): Uint8Array {
+  return encoder.encode(text);
+}
+
+/** Concatenates byte arrays into one new array. */
+export function concat(...parts: Uint8Array[]): Uint8Array {
+  let total = 0;
+  for (const part of parts) total += part.length;
+  const out = new Uint8Array(total);
+  let at = 0;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.length;
+  }
+  return out;
+}
+
+/** `length` bytes of a position- and seed-dependent pattern. */
+export function pattern(length: number, seed = 0): Uint8Array {
+  const out = new Uint8Array(length);
+  for (let i = 0; i < length; i++) out[i] = (i * 31 + seed * 7 + (i >>> 8)) & 0xff;
+  return out;
+}
