@@ -19,17 +19,23 @@
  * @module
  */
 
-import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { delimiter, join } from "node:path";
-import process from "node:process";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { serve } from "../../../src/server.ts";
+import {
+  findExecutable,
+  findPythonWithWebsockets,
+  REPO_ROOT,
+  RUNTIME,
+} from "../../_executables.ts";
 import { startBunPeer } from "./bun_server.ts";
 import { type LocalPeer, startDenoPeer } from "./deno_server.ts";
 import { command, type PeerEvent, sha256Hex, SUPPORTED } from "./shared.ts";
 
 export type { PeerEvent } from "./shared.ts";
+export { findExecutable, REPO_ROOT, RUNTIME };
 
 /** The peers the interop suite runs against. */
 export type PeerName = "sluice" | "deno" | "bun" | "node-ws" | "python-websockets";
@@ -47,58 +53,7 @@ export interface Peer {
 }
 
 /** The repository root, where `node_modules/` lives. */
-export const REPO_ROOT = fileURLToPath(new URL("../../../", import.meta.url));
 const HERE = fileURLToPath(new URL(".", import.meta.url));
-
-/** Which runtime runs this file. */
-export const RUNTIME: "deno" | "bun" = "Deno" in globalThis ? "deno" : "bun";
-
-/** Finds an executable on PATH or in the repo's `node_modules/.bin`. */
-export function findExecutable(name: string): string | null {
-  const dirs = (process.env.PATH ?? "").split(delimiter).filter((d) => d !== "");
-  dirs.push(join(REPO_ROOT, "node_modules", ".bin"));
-  for (const dir of dirs) {
-    const candidate = join(dir, name);
-    if (existsSync(candidate)) return candidate;
-  }
-  return null;
-}
-
-/**
- * The first `node` on PATH that is Node.js itself: `deno test` may put its own
- * `node` shim on PATH (Bun can too), and ws on a node compat layer is not the peer we want.
- */
-function realNode(): string | null {
-  const dirs = (process.env.PATH ?? "").split(delimiter).filter((d) => d !== "");
-  for (const dir of dirs) {
-    const candidate = join(dir, "node");
-    if (!existsSync(candidate)) continue;
-    const out = spawnSync(candidate, [
-      "-e",
-      "process.stdout.write(process.versions.deno ?? process.versions.bun ?? process.version)",
-    ], {
-      encoding: "utf8",
-      timeout: 10_000,
-    });
-    if (out.status === 0 && out.stdout.startsWith("v")) return candidate;
-  }
-  return null;
-}
-
-function pythonWithWebsockets(): { python: string; version: string } | null {
-  const candidates = [findExecutable("python3"), "/usr/bin/python3"].filter(
-    (p): p is string => p !== null && existsSync(p),
-  );
-  for (const python of candidates) {
-    const out = spawnSync(python, ["-c", "import websockets; print(websockets.__version__)"], {
-      encoding: "utf8",
-      timeout: 10_000,
-    });
-    const version = out.status === 0 ? out.stdout.trim() : "";
-    if (version !== "" && Number(version.split(".")[0]) >= 10) return { python, version };
-  }
-  return null;
-}
 
 interface Launch {
   command: string;
@@ -126,7 +81,7 @@ function launcher(name: PeerName): Launch | string | null {
       return { command: bun, args: [join(HERE, "bun_server.ts")] };
     }
     case "node-ws": {
-      const node = realNode();
+      const node = findExecutable("node");
       if (node === null) return "node is not installed (Deno's node shim does not count)";
       if (!existsSync(join(REPO_ROOT, "node_modules", "ws", "package.json"))) {
         return "npm ws is not installed in node_modules";
@@ -134,7 +89,7 @@ function launcher(name: PeerName): Launch | string | null {
       return { command: node, args: [join(HERE, "ws_server.mjs")] };
     }
     case "python-websockets": {
-      const found = pythonWithWebsockets();
+      const found = findPythonWithWebsockets();
       if (found === null) {
         return "python3 with websockets >= 10 is not installed (apt-get install python3-websockets)";
       }

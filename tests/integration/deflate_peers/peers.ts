@@ -16,63 +16,27 @@
  * @module
  */
 
-import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { delimiter, join } from "node:path";
+import { join } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
+import {
+  findExecutable,
+  findPythonWithWebsockets,
+  REPO_ROOT,
+  RUNTIME,
+  SYSTEM_PYTHON,
+} from "../../_executables.ts";
 import type { ClientReport, ClientSpec } from "./whatwg_client.ts";
 
 export type { ClientReport, ClientSpec } from "./whatwg_client.ts";
+export { findExecutable, REPO_ROOT, RUNTIME };
 
-/** The repository root, where `node_modules/` lives. */
-export const REPO_ROOT = fileURLToPath(new URL("../../../", import.meta.url));
 const HERE = fileURLToPath(new URL(".", import.meta.url));
-
-/** The runtime running this file. */
-export const RUNTIME: "deno" | "bun" = "Deno" in globalThis ? "deno" : "bun";
 
 /** The implementations that can be started as peers. */
 export type PeerName = "node-ws" | "bun" | "deno" | "python-websockets";
-
-/**
- * Python with `websockets`: Debian's `/usr/bin/python3` (python3-websockets).
- * The default `python3` on PATH may be another build without the package, so
- * the system one is named explicitly.
- */
-export const PYTHON = "/usr/bin/python3";
-
-/** `deno`, `bun` or `node`: the running runtime itself, else node_modules/.bin or PATH. */
-export function findExecutable(name: "deno" | "bun" | "node"): string | null {
-  if (name === RUNTIME) return process.execPath;
-  const dirs = [
-    join(REPO_ROOT, "node_modules", ".bin"),
-    ...(process.env.PATH ?? "").split(delimiter),
-  ];
-  for (const dir of dirs) {
-    if (dir === "") continue;
-    const candidate = join(dir, name);
-    if (existsSync(candidate)) return candidate;
-  }
-  return null;
-}
-
-let pythonChecked: string | null | undefined;
-
-/** Why `/usr/bin/python3` cannot run the peers, or `null` if it can. */
-function pythonProblem(): string | null {
-  if (pythonChecked !== undefined) return pythonChecked;
-  if (!existsSync(PYTHON)) return (pythonChecked = `${PYTHON} not found`);
-  const out = spawnSync(PYTHON, ["-c", "import websockets; print(websockets.__version__)"], {
-    encoding: "utf8",
-    timeout: 10_000,
-  });
-  const version = out.status === 0 ? out.stdout.trim() : "";
-  pythonChecked = version !== "" && Number(version.split(".")[0]) >= 10
-    ? null
-    : `${PYTHON} with websockets >= 10 not found (apt-get install python3-websockets)`;
-  return pythonChecked;
-}
 
 /** The command line of a server (`role` "server") or client peer. */
 function commandLine(name: PeerName, role: "server" | "client"): string[] | string {
@@ -97,10 +61,12 @@ function commandLine(name: PeerName, role: "server" | "client"): string[] | stri
       return [deno, "run", "--allow-all", "--no-check", "--quiet", join(HERE, "whatwg_client.ts")];
     }
     case "python-websockets": {
-      const problem = pythonProblem();
-      if (problem !== null) return problem;
+      const found = findPythonWithWebsockets();
+      if (found === null) {
+        return `${SYSTEM_PYTHON} with websockets >= 10 not found (apt-get install python3-websockets)`;
+      }
       return [
-        PYTHON,
+        found.python,
         "-u",
         join(HERE, role === "server" ? "python_server.py" : "python_client.py"),
       ];

@@ -10,41 +10,19 @@
  */
 
 import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync } from "node:fs";
-import { delimiter, dirname, join } from "node:path";
+import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import process from "node:process";
+import { findExecutable, RUNTIME } from "../../_executables.ts";
 
 const here = dirname(fileURLToPath(import.meta.url));
-const repoRoot = join(here, "..", "..", "..");
 
 /** The runtime this test runs on. */
-export const currentRuntimeName: "deno" | "bun" = typeof (globalThis as { Deno?: unknown })
-    .Deno === "object"
-  ? "deno"
-  : "bun";
+export const currentRuntimeName = RUNTIME;
 
 /** Absolute path of a script in this folder. */
 export function peerPath(name: string): string {
   return join(here, name);
-}
-
-/**
- * The path of an executable: the running one for the current runtime, else
- * the first found in `node_modules/.bin` of the repository or on `PATH`.
- */
-export function findExecutable(name: "deno" | "bun" | "node"): string | null {
-  if (name === currentRuntimeName) return process.execPath;
-  const dirs = [
-    join(repoRoot, "node_modules", ".bin"),
-    ...(process.env.PATH ?? "").split(delimiter),
-  ];
-  for (const dir of dirs) {
-    if (dir === "") continue;
-    const candidate = join(dir, name);
-    if (existsSync(candidate)) return candidate;
-  }
-  return null;
 }
 
 /** The command running `script` with `runtime`, or `null` if it is not installed. */
