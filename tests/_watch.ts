@@ -93,3 +93,33 @@ export function test(
     assert.deepEqual([...watched.reasons], [], "no unhandled promise rejection");
   });
 }
+
+/**
+ * One waiter's wake-up call, for polling loops over sockets: `sleep(ms)`
+ * resolves at the next `wake()` or after `ms`, whichever comes first, and
+ * never rejects (the loop checks its own deadline).
+ */
+export class Waker {
+  #wake: (() => void) | null = null;
+
+  /** Wakes the waiter, if one sleeps. */
+  wake(): void {
+    const wake = this.#wake;
+    this.#wake = null;
+    wake?.();
+  }
+
+  /** Resolves at the next {@linkcode wake} or after `ms`. */
+  sleep(ms: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        this.#wake = null;
+        resolve();
+      }, ms);
+      this.#wake = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+  }
+}

@@ -7,6 +7,8 @@
  */
 
 import net from "node:net";
+import { concat } from "../../_bytes.ts";
+import { Waker } from "../../_watch.ts";
 import { acceptKey } from "../../../src/protocol/handshake.ts";
 
 /** A frame the client sent, with its payload unmasked. */
@@ -36,19 +38,12 @@ export interface RawRequest {
 
 const decoder = new TextDecoder();
 
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  const out = new Uint8Array(a.length + b.length);
-  out.set(a);
-  out.set(b, a.length);
-  return out;
-}
-
 /** One accepted connection, driven by the test. */
 export class RawPeer {
   readonly socket: net.Socket;
   #buffer: Uint8Array = new Uint8Array(0);
   #ended = false;
-  #wake: (() => void) | null = null;
+  readonly #waker = new Waker();
   /** Resolves once the client's side of the TCP connection is closed (EOF or reset). */
   readonly ended: Promise<void>;
 
@@ -60,21 +55,15 @@ export class RawPeer {
     const end = () => {
       this.#ended = true;
       resolveEnded();
-      this.#notify();
+      this.#waker.wake();
     };
     socket.on("data", (chunk: Uint8Array) => {
       this.#buffer = concat(this.#buffer, new Uint8Array(chunk));
-      this.#notify();
+      this.#waker.wake();
     });
     socket.on("end", end);
     socket.on("close", end);
     socket.on("error", end);
-  }
-
-  #notify(): void {
-    const wake = this.#wake;
-    this.#wake = null;
-    wake?.();
   }
 
   /** Waits until `ready` returns non-null, more data, EOF, or the deadline. */
@@ -86,16 +75,7 @@ export class RawPeer {
       if (this.#ended) return null;
       const left = deadline - Date.now();
       if (left <= 0) throw new Error(`Raw peer: timed out after ${ms} ms waiting for ${what}`);
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(() => {
-          this.#wake = null;
-          resolve();
-        }, left);
-        this.#wake = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
+      await this.#waker.sleep(left);
     }
   }
 

@@ -13,6 +13,7 @@
 
 import net from "node:net";
 import { Buffer } from "node:buffer";
+import { Waker } from "../../_watch.ts";
 import { expectedAccept } from "../_raw_client.ts";
 
 /** A frame as the client sent it, payload unmasked. */
@@ -39,7 +40,7 @@ export class FakeConnection {
   readonly #socket: net.Socket;
   #buffer: Buffer;
   #ended = false;
-  #wake: (() => void) | null = null;
+  readonly #waker = new Waker();
 
   constructor(socket: net.Socket, request: string, rest: Buffer) {
     this.#socket = socket;
@@ -47,11 +48,11 @@ export class FakeConnection {
     this.#buffer = rest;
     socket.on("data", (chunk: Buffer) => {
       this.#buffer = this.#buffer.length === 0 ? chunk : Buffer.concat([this.#buffer, chunk]);
-      this.#notify();
+      this.#waker.wake();
     });
     const end = () => {
       this.#ended = true;
-      this.#notify();
+      this.#waker.wake();
     };
     socket.on("end", end);
     socket.on("close", end);
@@ -64,27 +65,12 @@ export class FakeConnection {
     return match === null ? null : match[1];
   }
 
-  #notify(): void {
-    const wake = this.#wake;
-    this.#wake = null;
-    wake?.();
-  }
-
   async #waitFor(ready: () => boolean, ms: number, what: string): Promise<void> {
     const deadline = performance.now() + ms;
     while (!ready() && !this.#ended) {
       const left = deadline - performance.now();
       if (left <= 0) throw new Error(`Timed out after ${ms} ms: ${what}`);
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(() => {
-          this.#wake = null;
-          resolve();
-        }, left);
-        this.#wake = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
+      await this.#waker.sleep(left);
     }
   }
 
@@ -181,7 +167,7 @@ export class FakeServer {
   readonly #answer: (request: string) => Answer;
   readonly #accepted: FakeConnection[] = [];
   readonly #sockets = new Set<net.Socket>();
-  #wake: (() => void) | null = null;
+  readonly #waker = new Waker();
   port = 0;
 
   private constructor(answer: (request: string) => Answer) {
@@ -227,9 +213,7 @@ export class FakeServer {
         "\r\n";
       socket.write(response);
       this.#accepted.push(new FakeConnection(socket, request, rest));
-      const wake = this.#wake;
-      this.#wake = null;
-      wake?.();
+      this.#waker.wake();
     };
     socket.on("data", onData);
   }
@@ -240,16 +224,7 @@ export class FakeServer {
     while (this.#accepted.length === 0) {
       const left = deadline - performance.now();
       if (left <= 0) throw new Error(`No connection within ${ms} ms`);
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(() => {
-          this.#wake = null;
-          resolve();
-        }, left);
-        this.#wake = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
+      await this.#waker.sleep(left);
     }
     return this.#accepted.shift()!;
   }
