@@ -12,8 +12,8 @@
  * - `--duration=S` [BENCH_DURATION]: measured seconds per run (default 3)
  * - `--warmup=S` [BENCH_WARMUP]: warmup seconds per run (default 1)
  * - `--rounds=N` [BENCH_ROUNDS]: runs per target and scenario, interleaved
- *   with the other targets; the round least disturbed by other processes is
- *   reported, and up to 3 more are run for a target whose every round was
+ *   with the other targets; the fastest round that other processes left alone
+ *   is reported, and up to 3 more are run for a target whose every round was
  *   disturbed (default 3, quick 1)
  * - `--idle-connections=N` [BENCH_IDLE_CONNECTIONS]: default 10000
  * - `--only=REGEX`: run only targets/clients whose id matches
@@ -27,6 +27,8 @@
  * - `--nice=N` [BENCH_NICE]: run servers and load at this nice value (e.g. -10,
  *   needs root) so that other work on a shared machine disturbs less
  * - `--no-readme`: do not rewrite bench/README.md
+ * - `--from=FILE`: measure nothing; print (and write to the README) the tables
+ *   of a saved bench/results/*.json
  *
  * No timing assertions: this only reports.
  *
@@ -70,6 +72,7 @@ interface Options {
   nice: number;
   waitQuietMs: number;
   loadgen: "c" | "bun";
+  from: string | null;
 }
 
 function parseOptions(args: string[]): Options {
@@ -91,6 +94,7 @@ function parseOptions(args: string[]): Options {
     "nice",
     "loadgen",
     "no-readme",
+    "from",
   ];
   for (const name of flags.keys()) {
     if (!known.includes(name)) {
@@ -117,6 +121,7 @@ function parseOptions(args: string[]): Options {
     readme: !flags.has("no-readme"),
     nice: Number(flags.get("nice") ?? Deno.env.get("BENCH_NICE") ?? 0),
     loadgen: flags.get("loadgen") === "bun" ? "bun" : "c",
+    from: flags.get("from") ?? null,
     waitQuietMs: Number(flags.get("wait-quiet") ?? Deno.env.get("BENCH_WAIT_QUIET") ?? 0) * 1000,
   };
 }
@@ -155,16 +160,26 @@ function median(runs: LoadResult[]): LoadResult | undefined {
   return sorted[Math.floor((sorted.length - 1) / 2)];
 }
 
-/**
- * The run to report: the one least disturbed by other processes (on a
- * shared machine their CPU use swings the numbers far more than anything
- * else). Choosing by a quantity measured beside the result, not by the
- * result, keeps the choice fair between targets.
- */
+/** The run least disturbed by other processes. */
 function quietest(runs: LoadResult[]): LoadResult | undefined {
   let best: LoadResult | undefined;
   for (const run of runs) if (best === undefined || run.otherCpu < best.otherCpu) best = run;
   return best;
+}
+
+/**
+ * The run to report: the fastest of the rounds that other processes left
+ * alone (interference only ever slows a run down, also the kind a VM cannot
+ * see, so the best quiet round is the closest to what the code can do), or
+ * the quietest round when none was quiet.
+ */
+function representative(runs: LoadResult[]): LoadResult | undefined {
+  let best: LoadResult | undefined;
+  for (const run of runs) {
+    if (run.otherCpu > NOISY_CPU) continue;
+    if (best === undefined || run.messagesPerSec > best.messagesPerSec) best = run;
+  }
+  return best ?? quietest(runs);
 }
 
 interface Machine {
@@ -358,7 +373,7 @@ async function runServers(tools: Tools, options: Options, report: Report): Promi
         }
       }
       for (const row of rows.values()) {
-        row.result = quietest(row.runs);
+        row.result = representative(row.runs);
         report.servers.push(row);
       }
     }
@@ -466,7 +481,7 @@ async function runClients(tools: Tools, options: Options, report: Report): Promi
         }
       }
       for (const row of rows.values()) {
-        row.result = quietest(row.runs);
+        row.result = representative(row.runs);
         report.clients.push(row);
       }
     }
@@ -718,7 +733,9 @@ function tables(report: Report): string {
   const parts = [
     `Measured window ${o.durationMs / 1000} s after ${o.warmupMs / 1000} s of warmup per run, ` +
     `${o.rounds} round${o.rounds === 1 ? "" : "s"} per target` +
-    (o.rounds > 1 ? " (the round least disturbed by other processes is shown)" : "") +
+    (o.rounds > 1
+      ? " (shown: the fastest round that other processes left alone, else the quietest)"
+      : "") +
     (o.waitQuietMs > 0
       ? `, each run started once the machine was idle (waiting up to ${o.waitQuietMs / 1000} s)`
       : "") +
@@ -825,6 +842,13 @@ ${METHOD}`;
 
 async function main(): Promise<void> {
   const options = parseOptions(Deno.args);
+  if (options.from !== null) {
+    const saved = JSON.parse(await Deno.readTextFile(options.from)) as Report;
+    for (const row of [...saved.servers, ...saved.clients]) row.result = representative(row.runs);
+    if (options.readme) await Deno.writeTextFile(`${BENCH_DIR}README.md`, readme(saved));
+    console.log(`${tables(saved)}\n${machineSection(saved.machine)}`);
+    return;
+  }
   const tools = await findTools(options.nice, options.loadgen);
   const report: Report = {
     machine: await describeMachine(tools),
