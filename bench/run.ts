@@ -809,7 +809,7 @@ interleaved rounds.
 - **Client side**: each client library opens the connections itself against
   Bun's built-in server on the other core; client CPU is the client process.
 
-Run it: \`deno task bench\` (about 10 minutes), \`deno task bench --quick\` (under
+Run it: \`deno task bench\` (about 12 minutes on 2 cores), \`deno task bench --quick\` (under
 a minute, smoke only), options \`--duration=S --warmup=S --rounds=N
 --idle-connections=N --only=REGEX --skip=servers,idle,clients --wait-quiet=S
 --nice=N --no-readme\` (see \`bench/run.ts\`). Deno and Bun come from
