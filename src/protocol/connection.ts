@@ -67,6 +67,8 @@ export interface ProtocolOptions {
 }
 
 const encoder = new TextEncoder();
+/** Size of a connection's frame arena (allocated on its first send). */
+const ARENA_SIZE = 16 * 1024;
 /** Payloads up to this size are copied next to their header in one buffer. */
 const COPY_THRESHOLD = 16 * 1024;
 const textScratch = new Uint8Array(3 * COPY_THRESHOLD);
@@ -95,6 +97,15 @@ export class WebSocketProtocol {
   #codec: MessageCodec | null;
   #state: ReadyState = ReadyState.OPEN;
   #out: Uint8Array[] = [];
+  /**
+   * Small frames are written back to back into this buffer, so a burst of
+   * sends becomes one chunk with no per-frame buffer and no copy to join
+   * them. Bytes handed out by takeOutput() are never written again: new
+   * frames only go after them, and a full arena is replaced, not reused.
+   */
+  #arena: Uint8Array | null = null;
+  #arenaStart = 0;
+  #arenaEnd = 0;
   #outBytes = 0;
   #closeSent = false;
   #closeReceived: { code: number; reason: string } | null = null;
@@ -253,6 +264,7 @@ export class WebSocketProtocol {
 
   /** Takes every queued output chunk, in order. */
   takeOutput(): Uint8Array[] {
+    this.#sealArena();
     const out = this.#out;
     this.#out = [];
     this.#outBytes = 0;
@@ -298,21 +310,53 @@ export class WebSocketProtocol {
     const length = payload.length;
     const mask = this.#role === "client" ? nextMaskKey() : null;
     const headerSize = frameHeaderSize(length, mask !== null);
-    if (mask !== null || copy) {
-      const frame = new Uint8Array(headerSize + length);
-      writeFrameHeader(frame, 0, opcode, length, true, rsv1, mask);
-      if (length > 0) {
-        frame.set(payload, headerSize);
-        if (mask !== null) {
-          applyMask(frame.subarray(headerSize), frame.subarray(headerSize - 4, headerSize));
-        }
-      }
-      this.#out.push(frame);
-    } else {
-      const header = new Uint8Array(headerSize);
-      writeFrameHeader(header, 0, opcode, length, true, rsv1, null);
-      this.#out.push(header, payload);
+    const size = headerSize + length;
+    this.#outBytes += size;
+    if (mask === null && !copy) {
+      // Large server payloads go out from where they are; the header goes
+      // into the arena, ahead of them.
+      const at = this.#reserve(headerSize);
+      writeFrameHeader(this.#arena!, at, opcode, length, true, rsv1, null);
+      this.#sealArena();
+      this.#out.push(payload);
+      return;
     }
-    this.#outBytes += headerSize + length;
+    let frame: Uint8Array;
+    let at: number;
+    if (size <= ARENA_SIZE / 2) {
+      at = this.#reserve(size);
+      frame = this.#arena!;
+    } else {
+      this.#sealArena();
+      frame = new Uint8Array(size);
+      at = 0;
+      this.#out.push(frame);
+    }
+    writeFrameHeader(frame, at, opcode, length, true, rsv1, mask);
+    if (length > 0) {
+      const start = at + headerSize;
+      frame.set(payload, start);
+      if (mask !== null) applyMask(frame.subarray(start, start + length), mask);
+    }
+  }
+
+  /** Room for `size` bytes at the end of the arena (a new arena if it is full). */
+  #reserve(size: number): number {
+    if (this.#arena === null || this.#arena.length - this.#arenaEnd < size) {
+      this.#sealArena();
+      this.#arena = new Uint8Array(Math.max(ARENA_SIZE, size));
+      this.#arenaStart = this.#arenaEnd = 0;
+    }
+    const at = this.#arenaEnd;
+    this.#arenaEnd += size;
+    return at;
+  }
+
+  /** Moves the arena's newest frames onto the output queue, as one chunk. */
+  #sealArena(): void {
+    if (this.#arenaEnd > this.#arenaStart) {
+      this.#out.push(this.#arena!.subarray(this.#arenaStart, this.#arenaEnd));
+      this.#arenaStart = this.#arenaEnd;
+    }
   }
 }

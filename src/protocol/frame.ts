@@ -326,8 +326,13 @@ export class FrameParser {
     header.opcode = b0 & 0x0f;
     header.length = length;
     if (size - (i - at) === 4) {
-      this.#maskKey.set(src.subarray(i, i + 4));
-      header.mask = this.#maskKey;
+      // By index: a subarray per frame is costly on JSC.
+      const key = this.#maskKey;
+      key[0] = src[i];
+      key[1] = src[i + 1];
+      key[2] = src[i + 2];
+      key[3] = src[i + 3];
+      header.mask = key;
     } else {
       header.mask = null;
     }
