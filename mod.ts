@@ -92,5 +92,6 @@ export {
   MessageEncoderStream,
 } from "./src/streams/message_stream.ts";
 export type { DeflateOptions } from "./src/protocol/permessage_deflate.ts";
+export type { InflateFunction } from "./src/protocol/message.ts";
 export { acceptKey, generateKey } from "./src/protocol/handshake.ts";
 export type { NetAddress } from "./src/runtime/transport.ts";

@@ -478,6 +478,7 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
     this.#finish();
   }
 
+  /** Adds a listener (counting `message` ones: with none, no event object is built). */
   override addEventListener(
     type: string,
     listener: EventListenerOrEventListenerObject | null,
@@ -487,6 +488,7 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
     super.addEventListener(type, listener, options);
   }
 
+  /** Removes a listener added with {@linkcode WebSocketConnection.addEventListener}. */
   override removeEventListener(
     type: string,
     listener: EventListenerOrEventListenerObject | null,
@@ -496,6 +498,7 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
     super.removeEventListener(type, listener, options);
   }
 
+  /** Dispatches `event` to its listeners, then to its `on<type>` property, as browsers do. */
   override dispatchEvent(event: Event): boolean {
     const result = super.dispatchEvent(event);
     const handler = (this as unknown as Record<string, unknown>)[`on${event.type}`];
