@@ -30,16 +30,26 @@ export const CloseCode = {
   MandatoryExtension: 1010,
   /** The server hit an unexpected condition. */
   InternalError: 1011,
+  /** The service is restarting; a client may reconnect after a randomized delay (IANA registry). */
+  ServiceRestart: 1012,
+  /** Temporary overload; try again later (IANA registry). */
+  TryAgainLater: 1013,
+  /** A gateway or proxy got an invalid response from upstream (IANA registry). */
+  BadGateway: 1014,
   /** TLS handshake failure (never sent on the wire). */
   TlsHandshake: 1015,
 } as const;
 
 /**
- * Whether `code` may appear in a received close frame: 1000-1003, 1007-1011
- * (§7.4.1) and 3000-4999 (§7.4.2). Anything else fails the connection (1002).
+ * Whether `code` may appear in a close frame: 1000-1003 and 1007-1011
+ * (§7.4.1), 1012-1014 (registered with IANA under §11.7: Service Restart, Try
+ * Again Later, Bad Gateway; `ws`, python-websockets and browsers send them)
+ * and 3000-4999 (§7.4.2). 1004 is reserved and 1005, 1006 and 1015 are never
+ * sent (§7.4.1); 1016-2999 are unassigned. Anything else received fails the
+ * connection (1002).
  */
 export function isValidWireCloseCode(code: number): boolean {
-  return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1011) ||
+  return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) ||
     (code >= 3000 && code <= 4999);
 }
 
@@ -94,7 +104,9 @@ export function encodeClosePayload(code?: number, reason = ""): Uint8Array {
     return new Uint8Array(0);
   }
   if (!Number.isInteger(code) || !isValidWireCloseCode(code)) {
-    throw new RangeError(`Close code ${code} cannot be sent: use 1000 or 3000-4999`);
+    throw new RangeError(
+      `Close code ${code} cannot be sent: use 1000-1003, 1007-1014 or 3000-4999`,
+    );
   }
   const out = new Uint8Array(2 + reason.length * 3);
   out[0] = code >> 8;

@@ -714,7 +714,24 @@ function closeRows(): Row[] {
     { name: "7.x close byte by byte", send: [closeFrame(1001, "bye")], chunk: 1, close: 1001 },
   ];
   for (
-    const code of [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 3999, 4000, 4999]
+    const code of [
+      1000,
+      1001,
+      1002,
+      1003,
+      1007,
+      1008,
+      1009,
+      1010,
+      1011,
+      1012,
+      1013,
+      1014,
+      3000,
+      3999,
+      4000,
+      4999,
+    ]
   ) {
     rows.push({ name: `7.7 valid close code ${code}`, send: [closeFrame(code)], close: code });
   }
@@ -725,9 +742,6 @@ function closeRows(): Row[] {
       1004,
       1005,
       1006,
-      1012,
-      1013,
-      1014,
       1015,
       1016,
       1100,

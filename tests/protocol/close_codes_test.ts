@@ -9,10 +9,39 @@ import {
 import { WebSocketError } from "../../src/protocol/errors.ts";
 import { bytes, closePayload, concat, utf8 } from "./_helpers.ts";
 
-/** §7.4.1 and §7.4.2, written out independently of the code under test. */
+/**
+ * The IANA "WebSocket Close Code Number Registry" (RFC 6455 §11.7), written
+ * out here independently of the code under test, with whether each code may
+ * appear in a close frame on the wire.
+ */
+const IANA_REGISTRY: ReadonlyArray<{ code: number; name: string; onWire: boolean }> = [
+  { code: 1000, name: "Normal Closure", onWire: true },
+  { code: 1001, name: "Going Away", onWire: true },
+  { code: 1002, name: "Protocol error", onWire: true },
+  { code: 1003, name: "Unsupported Data", onWire: true },
+  { code: 1004, name: "Reserved", onWire: false },
+  { code: 1005, name: "No Status Rcvd", onWire: false },
+  { code: 1006, name: "Abnormal Closure", onWire: false },
+  { code: 1007, name: "Invalid frame payload data", onWire: true },
+  { code: 1008, name: "Policy Violation", onWire: true },
+  { code: 1009, name: "Message Too Big", onWire: true },
+  { code: 1010, name: "Mandatory Ext.", onWire: true },
+  { code: 1011, name: "Internal Error", onWire: true },
+  { code: 1012, name: "Service Restart", onWire: true },
+  { code: 1013, name: "Try Again Later", onWire: true },
+  { code: 1014, name: "Bad Gateway", onWire: true },
+  { code: 1015, name: "TLS handshake", onWire: false },
+];
+
+/**
+ * Whether the registry allows `code` on the wire: the table above for
+ * 1000-1015; 1016-2999 are unassigned (reserved for future RFCs); 3000-3999
+ * are registered for libraries and frameworks and 4000-4999 are private use
+ * (§7.4.2); 0-999 and 5000 up are not close codes.
+ */
 function expectedValid(code: number): boolean {
-  if (code >= 1000 && code <= 1003) return true;
-  if (code >= 1007 && code <= 1011) return true;
+  const entry = IANA_REGISTRY.find((e) => e.code === code);
+  if (entry !== undefined) return entry.onWire;
   return code >= 3000 && code <= 4999;
 }
 
@@ -33,9 +62,15 @@ describe("isValidWireCloseCode", () => {
     for (const code of [65535, 10000, -1]) assert.equal(isValidWireCloseCode(code), false);
   });
 
+  test("accepts the registered codes that implementations send: 1012, 1013, 1014", () => {
+    for (const { code, name } of IANA_REGISTRY.filter((e) => e.code >= 1012 && e.onWire)) {
+      assert.equal(isValidWireCloseCode(code), true, `${code} ${name}`);
+    }
+  });
+
   test("spot checks at every boundary", () => {
     const valid = [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 4000, 4999];
-    const invalid = [0, 999, 1004, 1005, 1006, 1012, 1013, 1014, 1015, 1016, 2000, 2999, 5000];
+    const invalid = [0, 999, 1004, 1005, 1006, 1015, 1016, 2000, 2999, 5000];
     for (const code of valid) assert.equal(isValidWireCloseCode(code), true, `${code}`);
     for (const code of invalid) assert.equal(isValidWireCloseCode(code), false, `${code}`);
   });
@@ -124,6 +159,12 @@ describe("encodeClosePayload", () => {
     assert.deepEqual(encodeClosePayload(1001, "bye"), closePayload(1001, "bye"));
   });
 
+  test("1012-1014 are sent as they are", () => {
+    assert.deepEqual(encodeClosePayload(1012), bytes(0x03, 0xf4));
+    assert.deepEqual(encodeClosePayload(1013, "busy"), closePayload(1013, "busy"));
+    assert.deepEqual(encodeClosePayload(1014), bytes(0x03, 0xf6));
+  });
+
   test("round-trips through parseClosePayload for every sendable code", () => {
     for (let code = 0; code <= 5000; code++) {
       if (!expectedValid(code)) continue;
@@ -132,7 +173,7 @@ describe("encodeClosePayload", () => {
   });
 
   test("codes that may not be sent are a RangeError", () => {
-    for (const code of [0, 999, 1004, 1006, 1012, 1015, 2999, 5000, 1000.5, NaN]) {
+    for (const code of [0, 999, 1004, 1006, 1015, 1016, 2999, 5000, 1000.5, NaN]) {
       assert.throws(() => encodeClosePayload(code), RangeError, `code ${code}`);
     }
   });

@@ -412,7 +412,7 @@ describe("MessageAssembler: close frames (§5.5.1)", () => {
   });
 
   test("a close code that may not be sent: 1002", () => {
-    for (const code of [0, 999, 1004, 1005, 1006, 1012, 1015, 2999, 5000]) {
+    for (const code of [0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000]) {
       assertError(feed([close(closePayload(code))]), "INVALID_CLOSE_CODE", 1002);
     }
   });
