@@ -217,17 +217,12 @@ const textEncoder = new TextEncoder();
 const CONTEXT_TAKEOVER = "context-takeover";
 
 /**
- * A compression key for connections whose server side agreed
- * `server_no_context_takeover` with these sending window bits: connections
- * with equal keys receive the same compressed frames (the level, memory
- * level and threshold are server-wide).
+ * The sending window bits a shared compression key names: connections build
+ * it as `no-context-takeover:<server_max_window_bits>`; the level, memory
+ * level and threshold are server-wide. A key without a number means 15.
  */
-export function sharedCompressionKey(serverMaxWindowBits: number): string {
-  return `server_max_window_bits=${serverMaxWindowBits}`;
-}
-
 function windowBitsOf(key: string): number {
-  const match = /server_max_window_bits=(\d+)/.exec(key);
+  const match = /(\d+)\D*$/.exec(key);
   return match === null ? 15 : Number(match[1]);
 }
 

@@ -147,8 +147,8 @@ describe("encode once", () => {
   test("compresses once per shared key, per connection only under context takeover", () => {
     const hub = new PubSub<FakeConnection>({}, { threshold: 1024 });
     const plain = new FakeConnection("plain", null);
-    const w15 = [1, 2, 3].map((i) => new FakeConnection(`a${i}`, "server_max_window_bits=15"));
-    const w10 = [1, 2].map((i) => new FakeConnection(`b${i}`, "server_max_window_bits=10"));
+    const w15 = [1, 2, 3].map((i) => new FakeConnection(`a${i}`, "no-context-takeover:15"));
+    const w10 = [1, 2].map((i) => new FakeConnection(`b${i}`, "no-context-takeover:10"));
     const takeover = [1, 2].map((i) => new FakeConnection(`c${i}`, "context-takeover"));
     const all = [plain, ...w15, ...w10, ...takeover];
     for (const ws of all) hub.subscribe(ws, "t");
@@ -176,7 +176,7 @@ describe("encode once", () => {
   test("messages under the threshold share the plain frame with uncompressed connections", () => {
     const hub = new PubSub<FakeConnection>({}, { threshold: 1024 });
     const plain = new FakeConnection("plain", null);
-    const shared = new FakeConnection("shared", "server_max_window_bits=15");
+    const shared = new FakeConnection("shared", "no-context-takeover:15");
     hub.subscribe(plain, "t");
     hub.subscribe(shared, "t");
     const before = hub._encodings;
