@@ -1,28 +1,39 @@
 /**
- * One open WebSocket connection, server or client side, with both faces users
- * expect: the WHATWG `WebSocket` surface (events, `send`, `close`,
- * `readyState`, `bufferedAmount`, `binaryType`) and a `WebSocketStream`-style
- * view (`readable` of messages, `writable` for sending, `closed`).
+ * One open WebSocket connection, server or client side.
  *
- * This is also where bytes move. The hot path reads a chunk from the
- * transport and runs the frame parser and the message assembler over it in
- * one synchronous step (no promise per frame or per message), delivers every
- * message found, then flushes all replies and sends queued during that turn
- * in one socket write.
+ * The connection has one I/O driver and three thin faces over it:
+ * - the driver moves bytes: it feeds each received chunk through the
+ *   sans-I/O protocol core in one synchronous step, delivers the messages
+ *   found, writes every reply and send queued during that step in one socket
+ *   write, pauses reading while the application or the peer is behind, and
+ *   owns the one set of rules for closing (a deadline on every closing path)
+ *   and finishing (exactly once, whatever ended the connection);
+ * - the WHATWG `WebSocket` face (events, `send`, `close`, `readyState`,
+ *   `bufferedAmount`, `binaryType`);
+ * - the `WebSocketStream`-style face (`readable`, `writable`, `closed`);
+ * - the callbacks face (`open`, `message`, `close`, `drain`, `error`, ...).
+ *
+ * User code (callbacks, event listeners, `on*` handlers, promises they
+ * return) runs behind one guard: an exception closes the connection with
+ * 1011, reaches the `error` callback and `error` listeners (or the server's
+ * `onError`, or the console when nobody listens), and never escapes into the
+ * event loop.
  *
  * @module
  */
 
-import type { NetAddress, Transport } from "./runtime/transport.ts";
+import type { ChunkConsumer, NetAddress, Transport } from "./runtime/transport.ts";
 import {
   type MessageCodec,
   type ProtocolHandler,
   ReadyState,
   WebSocketProtocol,
 } from "./protocol/connection.ts";
-import { CloseCode } from "./protocol/close_codes.ts";
+import { CloseCode, isValidWireCloseCode } from "./protocol/close_codes.ts";
 import { parseRequestHead } from "./protocol/http.ts";
 import { WebSocketError } from "./protocol/errors.ts";
+import { joinClock, type KeepaliveSettings, tickPeriod } from "./keepalive.ts";
+import type { FanOutHub, FanOutTarget } from "./pubsub_port.ts";
 
 /** A received message: text as `string`, binary as an exactly sized `Uint8Array`. */
 export type Message = string | Uint8Array;
@@ -35,15 +46,23 @@ export type BinaryType = "arraybuffer" | "blob";
 
 /** The result of {@linkcode WebSocketConnection.closed}. */
 export interface CloseInfo {
-  /** The close code: the peer's, 1005 if it sent none, 1006 if the connection dropped. */
+  /**
+   * The close code: the peer's; the code this side failed the connection
+   * with (1002, 1007, 1008, 1009, 1011, ...); 1005 if the peer's close frame
+   * had none; 1006 if the connection dropped without one.
+   */
   closeCode: number;
-  /** The peer's close reason. */
+  /** The peer's close reason, or the reason this side failed with. */
   reason: string;
   /** Whether close frames were exchanged both ways. */
   wasClean: boolean;
 }
 
-/** Callbacks for servers that do not want events or streams. */
+/**
+ * Callbacks for servers that do not want events or streams. Every callback
+ * is guarded: one that throws (or returns a promise that rejects) closes its
+ * connection with 1011 and is reported to `error`, never to the event loop.
+ */
 export interface WebSocketHandlers<Data = unknown> {
   /** The connection is open. */
   open?(ws: WebSocketConnection<Data>): void | Promise<void>;
@@ -54,9 +73,15 @@ export interface WebSocketHandlers<Data = unknown> {
   message?(ws: WebSocketConnection<Data>, data: Message): void | Promise<void>;
   /** The connection closed. */
   close?(ws: WebSocketConnection<Data>, code: number, reason: string): void;
-  /** Everything queued was written after a write had to wait. */
+  /**
+   * Everything queued was written, after a send had to wait behind an
+   * unfinished write (the socket was not keeping up).
+   */
   drain?(ws: WebSocketConnection<Data>): void;
-  /** The connection failed (protocol violation, socket error, handler exception). */
+  /**
+   * The connection failed (protocol violation, socket error, keepalive
+   * timeout, buffer overflow) or one of its callbacks threw.
+   */
   error?(ws: WebSocketConnection<Data>, error: Error): void;
   /** A ping arrived (the pong is sent automatically). */
   ping?(ws: WebSocketConnection<Data>, payload: Uint8Array): void;
@@ -76,7 +101,15 @@ export interface ConnectionInit<Data> {
   readableHighWaterMark?: number;
   binaryType: BinaryType;
   data: Data;
-  handlers?: WebSocketHandlers<Data>;
+  handlers?: WebSocketHandlers<unknown> | WebSocketHandlers<Data>;
+  /** Keepalive pings and the idle timeout; all off when absent. */
+  keepalive?: KeepaliveSettings;
+  /** `close()` takes only 1000 and 3000-4999, as in browsers (the `WebSocket` class). */
+  browserCloseCodes?: boolean;
+  /** Where user-code errors go when the connection has no error handler or listener. */
+  onError?: (error: Error) => void;
+  /** The pub/sub layer, told when output drains and when the connection finishes. */
+  hub?: FanOutHub;
   /** Called once when the connection is fully closed. */
   onFinish?: (ws: WebSocketConnection<Data>) => void;
 }
@@ -95,6 +128,14 @@ export interface AttachInit {
 const COALESCE_CHUNK = 16 * 1024;
 /** The most bytes one coalesced write collects. */
 const COALESCE_LIMIT = 64 * 1024;
+/**
+ * Unsent output above which the socket is not read (so a peer that does not
+ * read cannot make the server queue without end: TCP pushes back on it), and
+ * above which `writable` writes wait.
+ */
+const OUTPUT_HIGH_WATER = 1024 * 1024;
+/** The `readable` side stops reading the socket once this many message bytes wait. */
+const READABLE_HIGH_WATER = 1024 * 1024;
 
 /**
  * Joins runs of small chunks (frames of small messages, headers) into single
@@ -132,10 +173,6 @@ function coalesce(chunks: Uint8Array[]): Uint8Array[] {
   endRun();
   return out;
 }
-/** The `writable` side waits for the socket once this much is buffered. */
-const WRITABLE_HIGH_WATER = 1024 * 1024;
-/** The `readable` side stops reading the socket once this many message bytes wait. */
-const READABLE_HIGH_WATER = 1024 * 1024;
 
 function toBytes(data: ArrayBufferLike | ArrayBufferView): Uint8Array {
   if (data instanceof Uint8Array) return data;
@@ -151,6 +188,59 @@ function exactBuffer(bytes: Uint8Array): ArrayBuffer {
     return bytes.buffer as ArrayBuffer;
   }
   return bytes.slice().buffer;
+}
+
+function toError(err: unknown): Error {
+  return err instanceof Error ? err : new Error(String(err));
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return value !== null && typeof value === "object" &&
+    typeof (value as { then?: unknown }).then === "function";
+}
+
+const encoder = new TextEncoder();
+
+/**
+ * Reads `transport` and hands each chunk to `consumer`, pausing while
+ * `consumer.data()` returns `false`. Push transports (Bun) do this in their
+ * own data callback; pull transports (Deno) get a read loop here. Returns the
+ * function that restarts delivery after a pause.
+ */
+function startReading(transport: Transport, consumer: ChunkConsumer): () => void {
+  if (transport.setConsumer !== undefined) {
+    transport.setConsumer(consumer);
+    return () => transport.resumeConsumer!();
+  }
+  let paused = false;
+  let wake: (() => void) | null = null;
+  (async () => {
+    for (;;) {
+      if (paused) {
+        await new Promise<void>((resolve) => (wake = resolve));
+        continue;
+      }
+      let chunk: Uint8Array | null;
+      try {
+        chunk = await transport.read();
+      } catch (err) {
+        consumer.end(toError(err));
+        return;
+      }
+      if (chunk === null) {
+        consumer.end(null);
+        return;
+      }
+      if (!consumer.data(chunk)) paused = true;
+    }
+  })();
+  return () => {
+    if (!paused) return;
+    paused = false;
+    const resume = wake;
+    wake = null;
+    resume?.();
+  };
 }
 
 /**
@@ -180,7 +270,7 @@ function exactBuffer(bytes: Uint8Array): ArrayBuffer {
  * await server.shutdown();
  * ```
  */
-export class WebSocketConnection<Data = unknown> extends EventTarget {
+export class WebSocketConnection<Data = unknown> extends EventTarget implements FanOutTarget {
   /** The connection is being established. */
   static readonly CONNECTING = 0;
   /** The connection is open. */
@@ -217,8 +307,6 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
   #transport!: Transport;
   #protocol!: WebSocketProtocol;
   #attached = false;
-  /** Bytes arrive through the transport's push path rather than read(). */
-  #push = false;
   #closingEarly = false;
   #codec: MessageCodec | null = null;
   #abortConnecting: (() => void) | null = null;
@@ -228,37 +316,53 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
   #extensions = "";
   // Raw head bytes until first asked for: a Headers object costs ~1 KiB per idle connection.
   #headers: Headers | Uint8Array | null = null;
-  #role: "server" | "client";
   #handlers: WebSocketHandlers<unknown> | undefined;
-  #onFinish: ((ws: WebSocketConnection) => void) | undefined;
-  #closeTimeout: number;
-  #maxBufferedAmount: number;
   #messageListeners = 0;
+  #errorListeners = 0;
+  /** Guarded wrappers of event listeners, so removeEventListener finds them. */
+  #wrapped: WeakMap<object, Map<string, EventListener>> | null = null;
+  #reporting = false;
   #started = false;
   #finished = false;
   #transportClosed = false;
-  #transportGone = Promise.withResolvers<void>();
+
+  // Input.
+  #resumeReading: (() => void) | null = null;
+  #readPaused = false;
+  /** Promises returned by `message` callbacks that have not settled. */
+  #pendingHandlers = 0;
+  #readable: ReadableStream<Message> | null = null;
+  #readableController: ReadableStreamDefaultController<Message> | null = null;
+  #writable: WritableStream<SendData> | null = null;
 
   // Output.
   #flushScheduled = false;
   #writing = false;
+  /** Bytes taken from the protocol and not yet handed to `transport.write()`. */
   #inFlight = 0;
+  /** A write had to wait since the last time everything was flushed. */
+  #waited = false;
   #needDrain = false;
+  #closeWhenFlushed = false;
   #drainWaiters: (() => void)[] = [];
   #orderQueue: Promise<void> | null = null;
   #ordered = 0;
   #blobBytes = 0;
 
-  // Input backpressure.
-  #pending: Promise<void>[] = [];
-  #readable: ReadableStream<Message> | null = null;
-  #readableController: ReadableStreamDefaultController<Message> | null = null;
-  #resume: (() => void) | null = null;
-  #writable: WritableStream<SendData> | null = null;
+  // Keepalive.
+  #leaveClock: (() => void) | null = null;
+  /** Bytes arrived since the last tick. */
+  #heard = false;
+  /** A message arrived since the last tick. */
+  #heardMessage = false;
+  #lastHeard = 0;
+  #lastMessage = 0;
+  #pingSentAt = 0;
 
   #closeTimer: ReturnType<typeof setTimeout> | undefined;
   #closed: Promise<CloseInfo>;
   #resolveClosed!: (info: CloseInfo) => void;
+  /** Why this side ended the connection, when it did so because of an error. */
   #failure: Error | null = null;
   #origin: string;
 
@@ -266,14 +370,10 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
   constructor(init: ConnectionInit<Data>) {
     super();
     this.#init = init as ConnectionInit<unknown>;
-    this.#role = init.role;
     this.url = init.url;
     this.data = init.data;
     this.binaryType = init.binaryType;
     this.#handlers = init.handlers as WebSocketHandlers<unknown> | undefined;
-    this.#onFinish = init.onFinish as ((ws: WebSocketConnection) => void) | undefined;
-    this.#closeTimeout = init.closeTimeout;
-    this.#maxBufferedAmount = init.maxBufferedAmount;
     this.#closed = new Promise((resolve) => (this.#resolveClosed = resolve));
     this.#origin = URL.canParse(init.url) ? new URL(init.url).origin : "";
   }
@@ -308,11 +408,14 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
     return state === ReadyState.CLOSED ? ReadyState.CLOSING : state;
   }
 
-  /** Bytes queued by `send()` and not yet handed to the kernel. */
+  /**
+   * Bytes queued by `send()` and not yet handed to the kernel: frames not
+   * yet written, the unwritten rest of a write in progress, and Blobs still
+   * being read. Each byte is counted once.
+   */
   get bufferedAmount(): number {
     if (!this.#attached) return this.#blobBytes;
-    return this.#protocol.outputBytes + this.#inFlight + this.#transport.bufferedAmount +
-      this.#blobBytes;
+    return this.#outputBacklog() + this.#blobBytes;
   }
 
   /** The peer's address. */
@@ -338,11 +441,7 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
         start: (controller) => {
           this.#readableController = controller;
         },
-        pull: () => {
-          const resume = this.#resume;
-          this.#resume = null;
-          resume?.();
-        },
+        pull: () => this.#maybeResume(),
         cancel: () => {
           this.#readableController = null;
           this.close(CloseCode.Normal);
@@ -370,8 +469,9 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
 
   /**
    * A stream for sending: each chunk is sent as one message (strings as text,
-   * bytes as binary). Writes wait while more than 1 MiB is buffered. Closing
-   * it starts the closing handshake with 1000.
+   * bytes as binary). A write resolves at once while at most 1 MiB is
+   * buffered, and otherwise once everything queued was written. Closing it
+   * starts the closing handshake with 1000.
    */
   get writable(): WritableStream<SendData> {
     if (this.#writable === null) {
@@ -381,7 +481,7 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
             throw new TypeError("The WebSocket is closing or closed");
           }
           this.send(chunk);
-          if (this.bufferedAmount > WRITABLE_HIGH_WATER) return this.#waitForDrain();
+          if (this.bufferedAmount > OUTPUT_HIGH_WATER) return this.#waitForDrain();
         },
         close: () => this.close(CloseCode.Normal),
         abort: () => this.close(CloseCode.Normal),
@@ -399,8 +499,12 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
    * per message), so do not modify such a buffer until it has been written:
    * until `bufferedAmount` is 0 or the `drain` callback. Strings and Blobs
    * are always safe.
-   * A connection whose buffered output passes `maxBufferedAmount` is closed
-   * with 1008 instead of growing without bound.
+   *
+   * A connection whose buffered output (Blobs still being read included)
+   * passes `maxBufferedAmount` is failed: a close frame with 1008 goes after
+   * what is already queued, the `error` callback and event report a
+   * `WebSocketError` with code `BUFFER_OVERFLOW`, and the socket is closed
+   * once that is written or `closeTimeout` passes; `closed` reports 1008.
    */
   send(data: SendData): void {
     if (!this.#attached) {
@@ -423,7 +527,7 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
     if (!this.#attached) {
       throw new DOMException("The WebSocket is still connecting", "InvalidStateError");
     }
-    const bytes = typeof payload === "string" ? new TextEncoder().encode(payload) : payload;
+    const bytes = typeof payload === "string" ? encoder.encode(payload) : payload;
     if (this.#protocol.ping(bytes)) this.#afterSend();
   }
 
@@ -437,24 +541,37 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
 
   /**
    * Starts the closing handshake. Messages sent before stay ahead of the
-   * close frame. Throws `InvalidAccessError` for a code other than 1000 or
-   * 3000-4999 and `SyntaxError` for a reason over 123 bytes, as the WHATWG
-   * API does.
+   * close frame; the socket is closed once the peer answers, or after
+   * `closeTimeout`.
+   *
+   * Codes: a server connection may close with any code registered for use on
+   * the wire (1000-1003, 1007-1014, e.g. 1001 going away, 1008 policy
+   * violation, 1011 internal error, 1013 try again later) or 3000-4999; the
+   * browser-compatible `WebSocket` class takes only 1000 and 3000-4999, as
+   * browsers do. Another code throws `InvalidAccessError`, a reason over 123
+   * bytes of UTF-8 `SyntaxError`, before anything is sent.
    */
   close(code?: number, reason?: string): void {
-    if (code !== undefined && code !== 1000 && !(code >= 3000 && code <= 4999)) {
-      throw new DOMException(
-        `Close code ${code} is not allowed: use 1000 or 3000-4999`,
-        "InvalidAccessError",
-      );
+    if (code !== undefined) {
+      const allowed = this.#init.browserCloseCodes === true
+        ? code === 1000 || (code >= 3000 && code <= 4999)
+        : Number.isInteger(code) && isValidWireCloseCode(code);
+      if (!allowed) {
+        throw new DOMException(
+          this.#init.browserCloseCodes === true
+            ? `Close code ${code} is not allowed: use 1000 or 3000-4999`
+            : `Close code ${code} is not allowed: use 1000-1003, 1007-1014 or 3000-4999`,
+          "InvalidAccessError",
+        );
+      }
     }
-    if (reason !== undefined && new TextEncoder().encode(reason).length > 123) {
+    if (reason !== undefined && encoder.encode(reason).length > 123) {
       throw new DOMException("Close reason is over 123 bytes of UTF-8", "SyntaxError");
     }
     this.#close(code ?? (reason ? CloseCode.Normal : undefined), reason ?? "");
   }
 
-  /** @internal Closes with any sendable code (1001 on shutdown, 1011 on errors). */
+  /** @internal Closes with any code valid on the wire (shutdown, pub/sub policies). */
   _closeWith(code: number, reason: string): void {
     this.#close(code, reason);
   }
@@ -463,6 +580,36 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
   terminate(): void {
     if (this.#attached) this.#closeTransport();
     else this.#close(undefined, "");
+  }
+
+  // --- The pub/sub seam (FanOutTarget) ---
+
+  /** @internal Queues a complete, already encoded frame (see `FanOutTarget`). */
+  _writeFrame(frame: Uint8Array): boolean {
+    if (!this.#attached || this.#ordered > 0 || !this.#protocol.sendRaw(frame)) return false;
+    this.#queued();
+    return true;
+  }
+
+  /** @internal Encodes a message with this connection's own codec (see `FanOutTarget`). */
+  _writeMessage(data: string | Uint8Array): boolean {
+    if (!this.#attached || this.#ordered > 0) return false;
+    const sent = typeof data === "string"
+      ? this.#protocol.sendText(data)
+      : this.#protocol.sendBinary(data);
+    if (sent) this.#queued();
+    return sent;
+  }
+
+  /** @internal How frames for this connection may be shared (see `FanOutTarget`). */
+  get _compressionKey(): string | null {
+    if (this.#codec === null) return null;
+    const extensions = this.#extensions;
+    if (this.#init.role !== "server" || !/\bserver_no_context_takeover\b/.test(extensions)) {
+      return "context-takeover";
+    }
+    const bits = /\bserver_max_window_bits\s*=\s*"?(\d+)/.exec(extensions)?.[1] ?? "15";
+    return `no-context-takeover:${bits}`;
   }
 
   /** @internal Registers how to abort a handshake in progress (client side). */
@@ -474,18 +621,28 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
   _failConnecting(error: Error): void {
     if (this.#finished || this.#attached) return;
     this.#failure = error;
-    this.#emitError(error);
+    this.#report(error, false);
     this.#finish();
   }
 
-  /** Adds a listener (counting `message` ones: with none, no event object is built). */
+  // --- Events, with every listener behind the guard ---
+
+  /**
+   * Adds a listener. It runs behind the connection's guard: if it throws (or
+   * its promise rejects), the connection closes with 1011 and the error is
+   * reported, instead of reaching the event loop.
+   */
   override addEventListener(
     type: string,
     listener: EventListenerOrEventListenerObject | null,
     options?: boolean | AddEventListenerOptions,
   ): void {
-    if (type === "message" && listener !== null) this.#messageListeners++;
-    super.addEventListener(type, listener, options);
+    if (listener === null) return super.addEventListener(type, listener, options);
+    // Over-counting (a listener added twice, or removed later) only costs an
+    // unneeded event object; never under-count.
+    if (type === "message") this.#messageListeners++;
+    else if (type === "error") this.#errorListeners++;
+    super.addEventListener(type, this.#guardedListener(type, listener, options), options);
   }
 
   /** Removes a listener added with {@linkcode WebSocketConnection.addEventListener}. */
@@ -494,21 +651,124 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
     listener: EventListenerOrEventListenerObject | null,
     options?: boolean | EventListenerOptions,
   ): void {
-    // Over-counting only costs an unneeded event object; never under-count.
-    super.removeEventListener(type, listener, options);
+    const capture = typeof options === "boolean" ? options : options?.capture === true;
+    const wrapped = listener === null
+      ? undefined
+      : this.#wrapped?.get(listener)?.get(`${type}:${capture}`);
+    super.removeEventListener(type, wrapped ?? listener, options);
   }
 
   /** Dispatches `event` to its listeners, then to its `on<type>` property, as browsers do. */
   override dispatchEvent(event: Event): boolean {
     const result = super.dispatchEvent(event);
     const handler = (this as unknown as Record<string, unknown>)[`on${event.type}`];
-    if (typeof handler === "function") handler.call(this, event);
+    if (typeof handler === "function") {
+      this.#callUser(`the on${event.type} handler`, () => handler.call(this, event));
+    }
     return result;
   }
 
+  /** The same wrapper for the same listener, type and phase, so duplicates stay ignored. */
+  #guardedListener(
+    type: string,
+    listener: EventListenerOrEventListenerObject,
+    options?: boolean | AddEventListenerOptions,
+  ): EventListener {
+    const capture = typeof options === "boolean" ? options : options?.capture === true;
+    const key = `${type}:${capture}`;
+    const table = this.#wrapped ??= new WeakMap();
+    let byType = table.get(listener);
+    if (byType === undefined) table.set(listener, byType = new Map());
+    let wrapped = byType.get(key);
+    if (wrapped === undefined) {
+      wrapped = (event: Event) => {
+        this.#callUser(
+          `a "${type}" listener`,
+          () =>
+            typeof listener === "function"
+              ? listener.call(this, event)
+              : listener.handleEvent(event),
+        );
+      };
+      byType.set(key, wrapped);
+    }
+    return wrapped;
+  }
+
+  // --- The guard around user code ---
+
+  /** Runs user code; a throw or a rejected returned promise goes to #userFailed. */
+  #callUser(what: string, fn: () => unknown): unknown {
+    let result: unknown;
+    try {
+      result = fn();
+    } catch (err) {
+      this.#userFailed(what, err);
+      return undefined;
+    }
+    if (isThenable(result)) {
+      result.then(undefined, (err: unknown) => this.#userFailed(what, err));
+    }
+    return result;
+  }
+
+  /** User code failed: report it, and close the connection with 1011. */
+  #userFailed(what: string, err: unknown): void {
+    const error = toError(err);
+    if (this.#reporting || this.#finished) {
+      // An error handler that throws, or a close listener: nobody left to tell
+      // on this connection.
+      this.#reportElsewhere(error, what);
+      return;
+    }
+    this.#report(error, true, what);
+    if (this.#attached) this.#close(CloseCode.InternalError, "Internal error");
+  }
+
+  /**
+   * Tells the application about an error: the `error` callback, `error`
+   * listeners and `onerror`; when none exists and the error came from user
+   * code, the server's `onError`, or else the console.
+   */
+  #report(error: Error, fromUser: boolean, what = "user code"): void {
+    let heard = false;
+    this.#reporting = true;
+    try {
+      const onError = this.#handlers?.error;
+      if (onError !== undefined) {
+        heard = true;
+        try {
+          onError(this, error);
+        } catch (err) {
+          this.#reportElsewhere(toError(err), "the error callback");
+        }
+      }
+      if (this.#errorListeners > 0 || this.onerror !== null) heard = true;
+      this.dispatchEvent(new ErrorEvent("error", { error, message: error.message }));
+    } finally {
+      this.#reporting = false;
+    }
+    if (!heard && fromUser) this.#reportElsewhere(error, what);
+  }
+
+  #reportElsewhere(error: Error, what: string): void {
+    const onError = this.#init.onError;
+    if (onError !== undefined) {
+      try {
+        onError(error);
+        return;
+      } catch {
+        // Fall through to the console.
+      }
+    }
+    console.error(`Sluice: ${what} threw on the connection to ${this.url}:`, error);
+  }
+
+  // --- Starting ---
+
   /**
    * @internal Starts the connection: fires `open`, feeds bytes that arrived
-   * with the handshake, and runs the read loop.
+   * with the handshake, and starts reading.
    */
   _start(attach: AttachInit, initial: Uint8Array | null): void {
     if (this.#started || this.#finished || this.#closingEarly) {
@@ -534,11 +794,17 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
       {
         text: (data) => this.#deliver(data),
         binary: (data) => this.#deliver(data),
-        ping: (payload) => this.#handlers?.ping?.(this, payload),
-        pong: (payload) => this.#handlers?.pong?.(this, payload),
+        ping: (payload) => {
+          const ping = this.#handlers?.ping;
+          if (ping !== undefined) this.#callUser("the ping callback", () => ping(this, payload));
+        },
+        pong: (payload) => {
+          const pong = this.#handlers?.pong;
+          if (pong !== undefined) this.#callUser("the pong callback", () => pong(this, payload));
+        },
       } satisfies ProtocolHandler,
     );
-    if (this.#role === "server") return this.#open(initial);
+    if (init.role === "server") return this.#open(initial);
     // A client's caller gets the connection only after this returns (when
     // `await connect()` resumes): open it, and deliver bytes that came with
     // the 101, in a later task, once the caller could attach its handlers.
@@ -547,111 +813,72 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
 
   #open(initial: Uint8Array | null): void {
     if (this.#transportClosed) return this.#finish();
-    try {
-      const opened = this.#handlers?.open?.(this);
-      if (opened instanceof Promise) opened.catch((err) => this.#handlerFailed(err));
-    } catch (err) {
-      this.#handlerFailed(err);
-    }
+    const open = this.#handlers?.open;
+    if (open !== undefined) this.#callUser("the open callback", () => open(this));
     this.dispatchEvent(new Event("open"));
-    if (this.#transport.setConsumer !== undefined) this.#startPush(initial);
-    else this.#readLoop(initial).catch((err) => this.#fail(err));
-  }
-
-  /**
-   * Push mode (Bun): each chunk is parsed, delivered and answered inside the
-   * socket's own data callback, where the runtime batches our writes.
-   */
-  #startPush(initial: Uint8Array | null): void {
-    const protocol = this.#protocol;
-    this.#push = true;
-    if (initial !== null && initial.length > 0) {
-      protocol.receive(initial);
-      this.#afterReceive();
+    this.#startKeepalive();
+    if (initial !== null && initial.length > 0 && !this.#onData(initial)) {
+      this.#readPaused = true;
     }
-    if (this.#transportClosed) return this.#finishSoon();
-    this.#transport.setConsumer!({
-      data: (chunk) => {
-        if (this.#transportClosed) return false;
-        protocol.receive(chunk);
-        this.#afterReceive();
-        if (this.#canRead()) return true;
-        this.#resumeWhenReady().catch((err) => this.#fail(err));
-        return false;
-      },
-      end: (error) => {
-        if (error !== null) this.#fail(error);
-        else protocol.receiveEnd();
-        this.#closeTransport();
-      },
+    if (this.#transportClosed) return;
+    this.#resumeReading = startReading(this.#transport, {
+      data: (chunk) => this.#onData(chunk),
+      end: (error) => this.#onEnd(error),
     });
+    if (this.#readPaused) {
+      // The bytes that came with the handshake already filled a buffer.
+      this.#readPaused = false;
+      this.#pauseReading();
+    }
   }
 
-  /** Whether the application keeps up: no handler promise pending, readable not full. */
-  #canRead(): boolean {
-    if (this.#pending.length > 0) return false;
-    const controller = this.#readableController;
-    return controller === null || (controller.desiredSize ?? 1) > 0;
+  // --- Reading ---
+
+  /** One received chunk: parse, deliver, answer. Returns whether to keep reading. */
+  #onData(chunk: Uint8Array): boolean {
+    if (this.#transportClosed) return false;
+    this.#heard = true;
+    this.#protocol.receive(chunk);
+    this.#afterReceive();
+    if (this.#canRead()) return true;
+    this.#readPaused = true;
+    return false;
   }
 
-  async #resumeWhenReady(): Promise<void> {
-    await this.#untilCanRead();
-    if (!this.#transportClosed) this.#transport.resumeConsumer!();
+  /** Used when the pause starts outside `#onData` (bytes that came with the handshake). */
+  #pauseReading(): void {
+    if (this.#canRead()) return;
+    this.#readPaused = true;
+    // Deliver nothing until resumed: the consumer returns false on the next
+    // chunk anyway; a pull loop is not running yet for the first chunk.
+  }
+
+  #onEnd(error: Error | null): void {
+    if (this.#transportClosed) return;
+    if (error !== null) return this.#fail(error);
+    this.#protocol.receiveEnd();
+    this.#closeTransport();
   }
 
   /**
-   * Waits while the application is behind: for the promises its `message`
-   * callbacks returned, and for `readable` to be pulled below its high-water
-   * mark. Returns early once the transport closes.
+   * Whether to read more: the application keeps up (no `message` promise
+   * pending, `readable` not full) and so does the peer (our unsent output to
+   * it is under the high-water mark; otherwise TCP pushes back on it).
    */
-  async #untilCanRead(): Promise<void> {
-    while (!this.#transportClosed && !this.#canRead()) {
-      if (this.#pending.length > 0) {
-        const pending = this.#pending;
-        this.#pending = [];
-        // A handler promise that never settles must not keep a closed
-        // connection from finishing.
-        await Promise.race([Promise.all(pending), this.#transportGone.promise]);
-      } else {
-        await new Promise<void>((resolve) => (this.#resume = resolve));
-      }
-    }
+  #canRead(): boolean {
+    if (this.#pendingHandlers > 0) return false;
+    const controller = this.#readableController;
+    if (controller !== null && (controller.desiredSize ?? 1) <= 0) return false;
+    return this.#outputBacklog() <= OUTPUT_HIGH_WATER;
   }
 
-  /** Finishes in a microtask, so close events never fire inside the call that closed. */
-  #finishSoon(): void {
-    queueMicrotask(() => this.#finish());
-  }
-
-  async #readLoop(initial: Uint8Array | null): Promise<void> {
-    const protocol = this.#protocol;
-    if (initial !== null && initial.length > 0) {
-      protocol.receive(initial);
-      this.#afterReceive();
-    }
-    // Runs until the socket closes. After the closing handshake it keeps
-    // reading only to see the peer's EOF (bounded by closeTimeout).
-    while (!this.#transportClosed) {
-      if (!this.#canRead()) {
-        await this.#untilCanRead();
-        continue;
-      }
-      let chunk: Uint8Array | null;
-      try {
-        chunk = await this.#transport.read();
-      } catch (err) {
-        this.#fail(err instanceof Error ? err : new Error(String(err)));
-        break;
-      }
-      if (chunk === null) {
-        protocol.receiveEnd();
-        break;
-      }
-      protocol.receive(chunk);
-      this.#afterReceive();
-    }
-    this.#closeTransport();
-    this.#finish();
+  /** Called whenever something that paused reading may have cleared. */
+  #maybeResume(): void {
+    if (!this.#readPaused || this.#transportClosed || !this.#canRead()) return;
+    this.#readPaused = false;
+    // Deadlines do not run against a peer we were not reading.
+    this.#heard = true;
+    this.#resumeReading?.();
   }
 
   /** After each received chunk: flush replies, act on state changes. */
@@ -660,37 +887,57 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
     // Everything this chunk produced (replies, handler sends) is queued now:
     // write it before the next read is issued rather than in a microtask.
     if (protocol.outputBytes > 0 && !this.#writing) this.#flush();
+    this.#afterStateChange();
+  }
+
+  /**
+   * The one place that acts on the protocol leaving OPEN: every closing path
+   * gets the `closeTimeout` deadline, a failure is reported, and the side
+   * that should close TCP first does so once its close frame is written.
+   */
+  #afterStateChange(): void {
+    const protocol = this.#protocol;
     const state = protocol.state;
-    if (state === ReadyState.CLOSING) {
-      this.#startCloseTimer();
-    } else if (state === ReadyState.CLOSED) {
-      const error = protocol.error;
-      if (error !== null && this.#failure === null) {
-        this.#failure = error;
-        this.#emitError(error);
-      }
-      // The server closes TCP first (§7.1.1); a client, and any side that
-      // failed the connection, as soon as its close frame is out.
-      if (this.#role === "server" || error !== null) this.#closeAfterFlush();
-      else this.#startCloseTimer();
+    if (state === ReadyState.OPEN) return;
+    this.#startCloseTimer();
+    if (state !== ReadyState.CLOSED) return;
+    const error = protocol.error;
+    if (error !== null && this.#failure === null) {
+      this.#failure = error;
+      this.#report(error, false);
     }
+    // The server closes TCP first (§7.1.1); a client, and any side that
+    // failed the connection, as soon as its close frame is out.
+    if (this.#init.role === "server" || error !== null) this.#closeAfterFlush();
   }
 
   #deliver(message: Message): void {
+    this.#heardMessage = true;
     const controller = this.#readableController;
     if (controller !== null) {
       controller.enqueue(message);
       return;
     }
-    const handlers = this.#handlers;
-    if (handlers?.message !== undefined) {
+    const onMessage = this.#handlers?.message;
+    if (onMessage !== undefined) {
+      let result: unknown;
       try {
-        const result = handlers.message(this, message);
-        if (result instanceof Promise) {
-          this.#pending.push(result.catch((err) => this.#handlerFailed(err)));
-        }
+        result = onMessage(this, message);
       } catch (err) {
-        this.#handlerFailed(err);
+        this.#userFailed("the message callback", err);
+      }
+      if (isThenable(result)) {
+        // Reading pauses until the promise settles. One that never settles
+        // stops reading, not finishing: closing does not wait for it.
+        this.#pendingHandlers++;
+        result.then(() => {
+          this.#pendingHandlers--;
+          this.#maybeResume();
+        }, (err: unknown) => {
+          this.#pendingHandlers--;
+          this.#userFailed("the message callback", err);
+          this.#maybeResume();
+        });
       }
     }
     if (this.#messageListeners > 0 || this.onmessage !== null) {
@@ -702,11 +949,7 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
     }
   }
 
-  #handlerFailed(err: unknown): void {
-    const error = err instanceof Error ? err : new Error(String(err));
-    this.#emitError(error);
-    this.#close(CloseCode.InternalError, "Internal error");
-  }
+  // --- Closing ---
 
   #close(code: number | undefined, reason: string): void {
     if (!this.#attached) {
@@ -726,8 +969,7 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
       );
       return;
     }
-    const protocol = this.#protocol;
-    if (protocol.state !== ReadyState.OPEN) return;
+    if (this.#protocol.state !== ReadyState.OPEN) return;
     if (this.#ordered > 0) {
       // Let Blobs queued before close() go first.
       this.#enqueueOrdered(() => this.#closeNow(code, reason));
@@ -741,14 +983,134 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
     if (protocol.state !== ReadyState.OPEN) return;
     protocol.close(code, reason);
     this.#scheduleFlush();
-    this.#startCloseTimer();
+    this.#afterStateChange();
   }
+
+  /** Fails the connection from this side with a close code (overflow, keepalive). */
+  #failWith(error: WebSocketError): void {
+    const protocol = this.#protocol;
+    if (protocol.state === ReadyState.CLOSED) return;
+    this.#failure = error;
+    protocol.fail(error);
+    this.#report(error, false);
+    this.#scheduleFlush();
+    this.#afterStateChange();
+  }
+
+  #startCloseTimer(): void {
+    if (this.#closeTimer !== undefined || this.#transportClosed) return;
+    this.#closeTimer = setTimeout(() => {
+      this.#closeTimer = undefined;
+      this.#closeTransport();
+    }, this.#init.closeTimeout);
+  }
+
+  #closeAfterFlush(): void {
+    this.#closeWhenFlushed = true;
+    if (!this.#writing && !this.#flushScheduled && this.#protocol.outputBytes === 0) {
+      this.#closeTransport();
+    }
+  }
+
+  /** The transport failed (socket error): nothing more can be sent. */
+  #fail(error: Error): void {
+    if (this.#failure === null && !this.#finished) {
+      this.#failure = error;
+      this.#report(error, false);
+    }
+    this.#closeTransport();
+  }
+
+  #closeTransport(): void {
+    if (this.#transportClosed || !this.#attached) return;
+    this.#transportClosed = true;
+    if (this.#closeTimer !== undefined) {
+      clearTimeout(this.#closeTimer);
+      this.#closeTimer = undefined;
+    }
+    this.#leaveClock?.();
+    this.#leaveClock = null;
+    this.#transport.close();
+    this.#protocol.receiveEnd();
+    const waiters = this.#drainWaiters;
+    this.#drainWaiters = [];
+    for (const resolve of waiters) resolve();
+    // A paused pull loop wakes, reads the end of stream and stops.
+    this.#readPaused = false;
+    this.#resumeReading?.();
+    if (this.#started) queueMicrotask(() => this.#finish());
+    else this.#finish();
+  }
+
+  #endReadable(): void {
+    const controller = this.#readableController;
+    if (controller === null) return;
+    this.#readableController = null;
+    try {
+      if (this.#failure !== null) controller.error(this.#failure);
+      else controller.close();
+    } catch {
+      // Already closed or errored by the consumer.
+    }
+  }
+
+  /** What `closed` reports: a failure this side declared wins over "no close frame". */
+  #closeInfo(): CloseInfo {
+    const protocol = this.#attached ? this.#protocol : null;
+    const failure = this.#failure;
+    if (
+      failure instanceof WebSocketError && isValidWireCloseCode(failure.closeCode) &&
+      protocol !== null && protocol.closeSent
+    ) {
+      return { closeCode: failure.closeCode, reason: failure.message, wasClean: false };
+    }
+    return {
+      closeCode: protocol?.closeCode ?? CloseCode.Abnormal,
+      reason: protocol?.closeReason ?? "",
+      wasClean: protocol?.wasClean ?? false,
+    };
+  }
+
+  #finish(): void {
+    if (this.#finished) return;
+    this.#finished = true;
+    this.#leaveClock?.();
+    this.#leaveClock = null;
+    try {
+      this.#codec?.close?.();
+    } catch {
+      // Freeing zlib memory must not stop the close from being reported.
+    }
+    const info = this.#closeInfo();
+    this.#endReadable();
+    this.#resolveClosed(info);
+    try {
+      this.#init.hub?.finished(this);
+    } catch (err) {
+      this.#reportElsewhere(toError(err), "the pub/sub layer");
+    }
+    const onClose = this.#handlers?.close;
+    if (onClose !== undefined) {
+      this.#callUser("the close callback", () => onClose(this, info.closeCode, info.reason));
+    }
+    this.dispatchEvent(
+      new CloseEvent("close", {
+        code: info.closeCode,
+        reason: info.reason,
+        wasClean: info.wasClean,
+      }),
+    );
+    this.#init.onFinish?.(this);
+  }
+
+  // --- Writing ---
 
   /**
    * Sends behind Blobs still being read, so messages keep the order of the
    * send() calls. Bytes are copied now: the caller may reuse its buffer.
    */
   #sendInOrder(data: SendData): void {
+    if (this.#protocol.state !== ReadyState.OPEN) return;
     const snapshot = data instanceof Blob || typeof data === "string"
       ? data
       : toBytes(data).slice();
@@ -758,6 +1120,12 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
       ? snapshot.length
       : snapshot.byteLength;
     this.#blobBytes += size;
+    // Blobs count against the limit from the moment they are queued.
+    if (this.bufferedAmount > this.#init.maxBufferedAmount) {
+      this.#blobBytes -= size;
+      this.#overflow();
+      return;
+    }
     this.#enqueueOrdered(async () => {
       const bytes = snapshot instanceof Blob
         ? new Uint8Array(await snapshot.arrayBuffer())
@@ -775,26 +1143,39 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
     this.#ordered++;
     const run = (this.#orderQueue ?? Promise.resolve())
       .then(task)
-      .catch((err) => this.#fail(err instanceof Error ? err : new Error(String(err))))
+      .catch((err) => this.#fail(toError(err)))
       .finally(() => {
         if (--this.#ordered === 0) this.#orderQueue = null;
       });
     this.#orderQueue = run;
   }
 
+  /** Bytes queued by the protocol, taken but not yet written, and held by the transport. */
+  #outputBacklog(): number {
+    return this.#protocol.outputBytes + this.#inFlight + this.#transport.bufferedAmount;
+  }
+
+  /** A frame was queued by this side's own `send()`/`ping()`/`pong()`. */
   #afterSend(): void {
-    if (this.bufferedAmount > this.#maxBufferedAmount) {
-      const error = new WebSocketError(
+    if (this.bufferedAmount > this.#init.maxBufferedAmount) return this.#overflow();
+    this.#queued();
+  }
+
+  /** Schedules the write; notes that the sender had to wait behind a write in progress. */
+  #queued(): void {
+    if (this.#writing) this.#needDrain = true;
+    this.#scheduleFlush();
+  }
+
+  #overflow(): void {
+    const limit = this.#init.maxBufferedAmount;
+    this.#failWith(
+      new WebSocketError(
         "BUFFER_OVERFLOW",
         CloseCode.PolicyViolation,
-        `Send buffer is over maxBufferedAmount (${this.#maxBufferedAmount} bytes): the peer is not reading`,
-      );
-      this.#failure = error;
-      this.#emitError(error);
-      this.#closeTransport();
-      return;
-    }
-    this.#scheduleFlush();
+        `Send buffer is over maxBufferedAmount (${limit} bytes): the peer is not reading`,
+      ),
+    );
   }
 
   #scheduleFlush(): void {
@@ -809,23 +1190,27 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
     if (this.#writing || this.#transportClosed) return;
     const chunks = this.#protocol.takeOutput();
     if (chunks.length === 0) return this.#flushed();
+    const batch = chunks.length === 1 ? chunks : coalesce(chunks);
     let total = 0;
-    for (const chunk of chunks) total += chunk.length;
+    for (const chunk of batch) total += chunk.length;
     this.#inFlight = total;
-    this.#writeChunks(chunks.length === 1 ? chunks : coalesce(chunks), 0);
+    this.#writeChunks(batch, 0);
   }
 
   #writeChunks(chunks: Uint8Array[], index: number): void {
     for (let i = index; i < chunks.length; i++) {
+      const chunk = chunks[i];
+      // From here on the transport counts these bytes.
+      this.#inFlight -= chunk.length;
       let pending: Promise<void> | undefined;
       try {
-        pending = this.#transport.write(chunks[i]);
+        pending = this.#transport.write(chunk);
       } catch (err) {
         return this.#writeFailed(err);
       }
       if (pending !== undefined) {
         this.#writing = true;
-        this.#needDrain = true;
+        this.#waited = true;
         pending.then(() => {
           this.#writing = false;
           this.#writeChunks(chunks, i + 1);
@@ -843,30 +1228,34 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
 
   #writeFailed(err: unknown): void {
     this.#inFlight = 0;
-    if (!this.#transportClosed) {
-      this.#fail(err instanceof Error ? err : new Error(String(err)));
-    }
+    if (!this.#transportClosed) this.#fail(toError(err));
   }
 
   /** Everything queued is written. */
   #flushed(): void {
-    if (this.#needDrain) {
-      this.#needDrain = false;
+    if (this.#drainWaiters.length > 0) {
       const waiters = this.#drainWaiters;
       this.#drainWaiters = [];
       for (const resolve of waiters) resolve();
-      this.#handlers?.drain?.(this);
     }
-    if (this.#closeWhenFlushed) this.#closeTransport();
-  }
-
-  #closeWhenFlushed = false;
-
-  #closeAfterFlush(): void {
-    this.#closeWhenFlushed = true;
-    if (!this.#writing && !this.#flushScheduled && this.#protocol.outputBytes === 0) {
-      this.#closeTransport();
+    if (this.#needDrain) {
+      this.#needDrain = false;
+      const drain = this.#handlers?.drain;
+      if (drain !== undefined) this.#callUser("the drain callback", () => drain(this));
     }
+    if (this.#waited) {
+      this.#waited = false;
+      const hub = this.#init.hub;
+      if (hub !== undefined) {
+        try {
+          hub.drained(this);
+        } catch (err) {
+          this.#reportElsewhere(toError(err), "the pub/sub layer");
+        }
+      }
+    }
+    if (this.#closeWhenFlushed) return this.#closeTransport();
+    this.#maybeResume();
   }
 
   #waitForDrain(): Promise<void> {
@@ -874,92 +1263,54 @@ export class WebSocketConnection<Data = unknown> extends EventTarget {
     return new Promise((resolve) => this.#drainWaiters.push(resolve));
   }
 
-  #startCloseTimer(): void {
-    if (this.#closeTimer !== undefined || this.#transportClosed) return;
-    this.#closeTimer = setTimeout(() => {
-      this.#closeTimer = undefined;
-      this.#closeTransport();
-    }, this.#closeTimeout);
+  // --- Keepalive ---
+
+  #startKeepalive(): void {
+    const settings = this.#init.keepalive;
+    if (settings === undefined || this.#transportClosed) return;
+    const period = tickPeriod(settings);
+    if (period === 0) return;
+    const now = performance.now();
+    this.#lastHeard = this.#lastMessage = now;
+    this.#leaveClock = joinClock({ tick: (at) => this.#tick(at, settings) }, period);
   }
 
-  #fail(error: Error): void {
-    if (this.#failure === null && !this.#finished) {
-      this.#failure = error;
-      this.#emitError(error);
+  /**
+   * One keepalive check. Deadlines run only while the socket is being read:
+   * a peer whose bytes we are not reading (the application is behind) is not
+   * blamed for silence.
+   */
+  #tick(now: number, settings: KeepaliveSettings): void {
+    if (this.#transportClosed) return;
+    if (this.#heard || this.#readPaused) {
+      this.#heard = false;
+      this.#lastHeard = now;
+      this.#pingSentAt = 0;
     }
-    this.#closeTransport();
-  }
-
-  #emitError(error: Error): void {
-    try {
-      this.#handlers?.error?.(this, error);
-    } catch {
-      // A failing error handler must not take the server down.
+    if (this.#heardMessage || this.#readPaused) {
+      this.#heardMessage = false;
+      this.#lastMessage = now;
     }
-    this.dispatchEvent(new ErrorEvent("error", { error, message: error.message }));
-  }
-
-  #closeTransport(): void {
-    if (this.#transportClosed || !this.#attached) return;
-    this.#transportClosed = true;
-    this.#transportGone.resolve();
-    if (this.#closeTimer !== undefined) {
-      clearTimeout(this.#closeTimer);
-      this.#closeTimer = undefined;
+    if (this.#protocol.state !== ReadyState.OPEN) return;
+    const { pingInterval, pingTimeout, idleTimeout } = settings;
+    if (idleTimeout > 0 && now - this.#lastMessage >= idleTimeout) {
+      this.#close(CloseCode.GoingAway, "Idle timeout");
+      return;
     }
-    this.#transport.close();
-    this.#protocol.receiveEnd();
-    for (const resolve of this.#drainWaiters) resolve();
-    this.#drainWaiters = [];
-    const resume = this.#resume;
-    this.#resume = null;
-    resume?.();
-    // The read loop sees the closed transport and calls #finish(); in push
-    // mode there is no loop to see it.
-    if (!this.#started) this.#finish();
-    else if (this.#push) this.#finishSoon();
-  }
-
-  #endReadable(): void {
-    const controller = this.#readableController;
-    if (controller === null) return;
-    this.#readableController = null;
-    try {
-      if (this.#failure !== null) controller.error(this.#failure);
-      else controller.close();
-    } catch {
-      // Already closed or errored by the consumer.
+    if (pingInterval <= 0) return;
+    if (this.#pingSentAt === 0) {
+      if (now - this.#lastHeard >= pingInterval && this.#protocol.ping()) {
+        this.#pingSentAt = now;
+        this.#queued();
+      }
+    } else if (pingTimeout > 0 && now - this.#pingSentAt >= pingTimeout) {
+      this.#failWith(
+        new WebSocketError(
+          "PING_TIMEOUT",
+          CloseCode.InternalError,
+          `Keepalive ping timeout: no answer within ${pingTimeout} ms`,
+        ),
+      );
     }
-  }
-
-  #finish(): void {
-    if (this.#finished) return;
-    this.#finished = true;
-    try {
-      this.#codec?.close?.();
-    } catch {
-      // Freeing zlib memory must not stop the close from being reported.
-    }
-    const protocol = this.#attached ? this.#protocol : null;
-    const info: CloseInfo = {
-      closeCode: protocol?.closeCode ?? CloseCode.Abnormal,
-      reason: protocol?.closeReason ?? "",
-      wasClean: protocol?.wasClean ?? false,
-    };
-    this.#endReadable();
-    this.#resolveClosed(info);
-    try {
-      this.#handlers?.close?.(this, info.closeCode, info.reason);
-    } catch (err) {
-      this.#emitError(err instanceof Error ? err : new Error(String(err)));
-    }
-    this.dispatchEvent(
-      new CloseEvent("close", {
-        code: info.closeCode,
-        reason: info.reason,
-        wasClean: info.wasClean,
-      }),
-    );
-    this.#onFinish?.(this);
   }
 }

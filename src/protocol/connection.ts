@@ -214,6 +214,20 @@ export class WebSocketProtocol {
     return this.#sendData(Opcode.Binary, data, data.length <= COPY_THRESHOLD);
   }
 
+  /**
+   * Queues one complete frame encoded elsewhere (a pub/sub fan-out encodes a
+   * message once for every subscriber). The bytes must be a valid frame for
+   * this side: unmasked from a server, RSV1 only with the negotiated codec.
+   * Returns false (and queues nothing) unless OPEN.
+   */
+  sendRaw(frame: Uint8Array): boolean {
+    if (this.#state !== ReadyState.OPEN) return false;
+    this.#sealArena();
+    this.#out.push(frame);
+    this.#outBytes += frame.length;
+    return true;
+  }
+
   /** Queues a ping (payload at most 125 bytes). Returns false unless OPEN. */
   ping(payload: Uint8Array = new Uint8Array(0)): boolean {
     if (payload.length > 125) throw new RangeError("Ping payload is over 125 bytes");

@@ -26,6 +26,7 @@ export type WebSocketErrorCode =
   | "INVALID_COMPRESSED_DATA"
   | "BUFFER_OVERFLOW"
   | "CLOSE_TIMEOUT"
+  | "PING_TIMEOUT"
   | "CONNECTION_RESET";
 
 /**
