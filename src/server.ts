@@ -6,24 +6,21 @@
  * @module
  */
 
+import { checkKeepalive, type KeepaliveSettings } from "./keepalive.ts";
 import { readFile } from "node:fs/promises";
 import type { Listener, NetAddress, Transport } from "./runtime/transport.ts";
 import { currentRuntime } from "./runtime/mod.ts";
-import { HeadReader, parseRequestHead, type RequestHead } from "./protocol/http.ts";
 import {
-  acceptKey,
-  buildErrorResponse,
-  buildUpgradeResponse,
-  validateUpgradeRequest,
-} from "./protocol/handshake.ts";
+  type AcceptedUpgrade,
+  type ParsedUpgrade,
+  selectSubprotocol,
+  ServerHandshake,
+  type ServerHandshakeOptions,
+} from "./protocol/server_handshake.ts";
 import { HandshakeError } from "./protocol/errors.ts";
-import {
-  type DeflateOptions,
-  resolveDeflateOptions,
-  selectDeflateOffer,
-} from "./protocol/permessage_deflate.ts";
-import { PerMessageDeflate } from "./protocol/deflate_codec.ts";
-import { CloseCode } from "./protocol/close_codes.ts";
+import { type DeflateOptions, resolveDeflateOptions } from "./protocol/permessage_deflate.ts";
+import { assertZlibSupported, PerMessageDeflate } from "./protocol/deflate_codec.ts";
+import { CloseCode, isValidWireCloseCode } from "./protocol/close_codes.ts";
 import { type BinaryType, WebSocketConnection, type WebSocketHandlers } from "./websocket.ts";
 
 /** TLS material for {@linkcode serve}: PEM strings or PEM file paths. */
@@ -88,9 +85,11 @@ export interface ServeOptions<Data = unknown> {
    */
   allowedOrigins?: string[];
   /**
-   * Subprotocols the server speaks, in order of preference, or a function
-   * choosing one from the client's offer. The first offered one the server
-   * supports is selected; with none in common, none is selected.
+   * Subprotocols the server speaks, or a function choosing one from the
+   * client's offer (called only when the client offers some). With a list,
+   * the first offered one the server supports is selected; with none in
+   * common, none is selected. A function that throws, or picks one the
+   * client did not offer, fails the handshake with 500 (see `onError`).
    */
   protocols?: string[] | ProtocolSelector;
   /**
@@ -98,6 +97,8 @@ export interface ServeOptions<Data = unknown> {
    * throwing a `HandshakeError` (its status and message become the HTTP
    * response) or returning a `Response`; accept it by returning nothing or an
    * {@linkcode UpgradeDecision} (subprotocol, headers, per-connection data).
+   * Any other exception or rejection answers 500 and reaches `onError`. The
+   * `handshakeTimeout` keeps running while it works.
    */
   onUpgrade?: (
     request: UpgradeRequestInfo,
@@ -111,7 +112,11 @@ export interface ServeOptions<Data = unknown> {
   onListen?: (addr: NetAddress) => void;
   /**
    * Called for errors outside any one connection's handlers: failed
-   * handshakes (with their HTTP status) and accept errors. @default ignore
+   * handshakes (a `HandshakeError` with the HTTP status answered), exceptions
+   * thrown by `onUpgrade` or a `protocols` function (answered 500), and
+   * accept errors (each distinct one at most every 10 s; accepting backs off
+   * from 10 ms to 1 s while they last). @default log server faults (500s,
+   * accept errors) with `console.error`; ignore rejected requests
    */
   onError?: (error: Error) => void;
   /** Largest message in bytes; larger ones close the connection with 1009. @default {16777216} */
@@ -120,13 +125,35 @@ export interface ServeOptions<Data = unknown> {
   maxFrameSize?: number;
   /** Largest request head in bytes; larger ones get 431. @default {16384} */
   maxHandshakeSize?: number;
-  /** Milliseconds a client has to complete its handshake. @default {10000} */
+  /**
+   * Milliseconds a client has from TCP accept to a complete request head
+   * (the TLS handshake included, for `wss://`); then it gets 408, or is just
+   * closed when its TLS handshake never finished. @default {10000}
+   */
   handshakeTimeout?: number;
   /** Milliseconds to wait for the peer's close frame or EOF after closing. @default {5000} */
   closeTimeout?: number;
   /**
+   * Milliseconds without hearing from a client after which the server sends
+   * a ping; 0 turns keepalive pings off. A half-open peer (a frozen laptop, a
+   * pulled cable) is found this way. @default {20000}
+   */
+  pingInterval?: number;
+  /**
+   * Milliseconds to wait for any answer to a keepalive ping before the
+   * connection is failed with 1011; 0 waits forever. @default {20000}
+   */
+  pingTimeout?: number;
+  /**
+   * Milliseconds a client may send no message (pings and pongs do not count)
+   * before it is closed with 1001 "Idle timeout"; 0 turns it off. @default {0}
+   */
+  idleTimeout?: number;
+  /**
    * Bytes of unsent output a connection may hold; past it the connection is
-   * dropped (its peer is not reading). @default {67108864}
+   * dropped (its peer is not reading). 16 MiB, as Bun's built-in server: a
+   * server must afford it for every connection whose peer stops reading.
+   * @default {16777216}
    */
   maxBufferedAmount?: number;
   /**
@@ -142,7 +169,9 @@ export interface ServeOptions<Data = unknown> {
    * uncompressed, and zlib's level and memory level. Off by default: with
    * context takeover each connection holds a few hundred KiB of zlib state
    * (see the README for measured costs); `serverNoContextTakeover` and
-   * `clientNoContextTakeover` bring that to nearly nothing. @default {false}
+   * `clientNoContextTakeover` bring that to nearly nothing. `serve()` throws
+   * at start when the runtime's `node:zlib` lacks what the codec drives.
+   * @default {false}
    */
   compression?: boolean | DeflateOptions;
 }
@@ -150,34 +179,536 @@ export interface ServeOptions<Data = unknown> {
 /** The function form of a handler: called for each connection as it opens. */
 export type ConnectionHandler<Data> = (ws: WebSocketConnection<Data>) => void | Promise<void>;
 
+/** Options for {@linkcode Server.shutdown}. */
+export interface ShutdownOptions {
+  /**
+   * Close code sent to every connection: any code valid on the wire
+   * (1000-1003, 1007-1014, 3000-4999), e.g. 1012 (Service Restart).
+   * @default {1001}
+   */
+  code?: number;
+  /** Close reason, at most 123 bytes of UTF-8. @default {"Server shutting down"} */
+  reason?: string;
+}
+
 /** A running server. */
 export interface Server {
   /** The bound address (with the real port when 0 was requested). */
   readonly addr: NetAddress;
   /** The server's base URL, e.g. `ws://127.0.0.1:8080/`. */
   readonly url: string;
-  /** Connections currently open. */
+  /**
+   * Connections currently open: a connection joins once its `101` response
+   * is written, just before its `open` event, and leaves as it finishes, so
+   * `for (const ws of server.connections) ws.send(x)` reaches only
+   * connections that can send.
+   */
   readonly connections: ReadonlySet<WebSocketConnection>;
   /**
    * Stops accepting, closes every connection with 1001 (or the given code),
    * and resolves once all are closed (at most `closeTimeout` later).
+   * Invalid options throw at once (`TypeError` for a wrong type,
+   * `RangeError` for a code that cannot be sent or a reason over 123 bytes),
+   * before anything is stopped. Later calls return the first call's promise.
    */
-  shutdown(options?: { code?: number; reason?: string }): Promise<void>;
+  shutdown(options?: ShutdownOptions): Promise<void>;
   /** Resolves once the server has shut down. */
   readonly finished: Promise<void>;
 }
 
-function selectProtocol(
-  option: string[] | ProtocolSelector | undefined,
-  request: UpgradeRequestInfo,
-): string {
-  if (option === undefined || request.protocols.length === 0) return "";
-  if (typeof option === "function") return option(request.protocols, request) ?? "";
-  return request.protocols.find((p) => option.includes(p)) ?? "";
-}
-
 function formatHost(hostname: string): string {
   return hostname.includes(":") ? `[${hostname}]` : hostname;
+}
+
+function toError(value: unknown): Error {
+  return value instanceof Error ? value : new Error(String(value));
+}
+
+const encoder = new TextEncoder();
+
+/** Checks {@linkcode ShutdownOptions} before the server acts on them. */
+function checkShutdownOptions(options: ShutdownOptions): Required<ShutdownOptions> {
+  if (typeof options !== "object" || options === null) {
+    throw new TypeError("Shutdown options must be an object");
+  }
+  const { code = CloseCode.GoingAway, reason = "Server shutting down" } = options;
+  if (typeof code !== "number") {
+    throw new TypeError(`Shutdown close code must be a number, got ${typeof code}`);
+  }
+  if (!Number.isInteger(code) || !isValidWireCloseCode(code)) {
+    throw new RangeError(
+      `Shutdown close code ${code} cannot be sent: use 1000-1003, 1007-1014 or 3000-4999`,
+    );
+  }
+  if (typeof reason !== "string") {
+    throw new TypeError(`Shutdown close reason must be a string, got ${typeof reason}`);
+  }
+  const length = encoder.encode(reason).length;
+  if (length > 123) {
+    throw new RangeError(`Shutdown close reason is ${length} bytes of UTF-8; at most 123 fit`);
+  }
+  return { code, reason };
+}
+
+/** Options for {@linkcode acceptLoop}. */
+export interface AcceptLoopOptions {
+  /** Receives each accepted transport; must not throw. */
+  onTransport(transport: Transport): void;
+  /** Receives accept failures: each distinct one at most every `reportInterval`. */
+  onError(error: Error): void;
+  /** Ends the loop, also during a back-off pause. */
+  signal?: AbortSignal;
+  /** First pause after a failure, in milliseconds; doubles per failure. @default {10} */
+  minDelay?: number;
+  /** Longest pause, in milliseconds. @default {1000} */
+  maxDelay?: number;
+  /** Milliseconds before the same failure is reported again. @default {10000} */
+  reportInterval?: number;
+  /** How to pause (tests pass a recorder). @default a timer that the signal cuts short */
+  sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) return resolve();
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener("abort", done, { once: true });
+  });
+}
+
+/**
+ * @internal Accepts connections until the listener closes (or `signal`
+ * aborts). A failing `accept()` (EMFILE: out of file descriptors) would
+ * otherwise fail again at once and spin a core, so each failure pauses the
+ * loop, from `minDelay` doubling to `maxDelay`, back to none after a success;
+ * failures are reported, each distinct message at most every
+ * `reportInterval`, so a long outage does not flood the error callback.
+ */
+export async function acceptLoop(listener: Listener, options: AcceptLoopOptions): Promise<void> {
+  const { signal, minDelay = 10, maxDelay = 1000, reportInterval = 10_000 } = options;
+  const pause = options.sleep ?? sleep;
+  const reported = new Map<string, number>();
+  let delay = 0;
+  while (!signal?.aborted) {
+    let transport: Transport | null;
+    try {
+      transport = await listener.accept();
+    } catch (err) {
+      if (signal?.aborted) break;
+      const error = toError(err);
+      const key = `${error.name}: ${error.message}`;
+      const now = Date.now();
+      const last = reported.get(key);
+      if (last === undefined || now - last >= reportInterval) {
+        if (reported.size >= 100) reported.clear(); // Bounded, whatever the messages.
+        reported.set(key, now);
+        options.onError(error);
+      }
+      delay = delay === 0 ? minDelay : Math.min(delay * 2, maxDelay);
+      await pause(delay, signal);
+      continue;
+    }
+    if (transport === null) break;
+    delay = 0;
+    if (signal?.aborted) {
+      transport.close();
+      break;
+    }
+    options.onTransport(transport);
+  }
+}
+
+/**
+ * Writes a response and closes, all within one second: an error answer is
+ * never worth more. With `drain`, input is read (and dropped) until the
+ * client closes, so that closing with unread input does not make the kernel
+ * send RST, which can destroy the response before the client reads it.
+ */
+async function answerAndClose(transport: Transport, bytes: Uint8Array, drain: boolean) {
+  const timer = setTimeout(() => transport.close(), 1000);
+  try {
+    await transport.write(bytes);
+    let drained = 0;
+    while (drain && drained < 1024 * 1024) {
+      const chunk = await transport.read();
+      if (chunk === null) break;
+      drained += chunk.length;
+    }
+  } catch {
+    // The client is gone; nothing to tell it.
+  } finally {
+    clearTimeout(timer);
+    transport.close();
+  }
+}
+
+/** Reads until the handshake core has a verdict; `null` when the client left first. */
+async function readVerdict(transport: Transport, core: ServerHandshake) {
+  for (;;) {
+    const chunk = await transport.read();
+    if (chunk === null) return null;
+    const verdict = core.receive(chunk);
+    if (verdict !== null) return verdict;
+  }
+}
+
+/** The options {@linkcode serve} works with: defaults filled in, all checked. */
+interface ServerConfig<Data> {
+  options: ServeOptions<Data>;
+  handlers: WebSocketHandlers<Data>;
+  maxMessageSize: number;
+  maxFrameSize: number;
+  handshakeTimeout: number;
+  closeTimeout: number;
+  maxBufferedAmount: number;
+  keepalive: KeepaliveSettings;
+  compression: DeflateOptions | null;
+  handshake: ServerHandshakeOptions;
+}
+
+function resolveConfig<Data>(
+  options: ServeOptions<Data>,
+  handler: ConnectionHandler<Data> | WebSocketHandlers<Data>,
+): ServerConfig<Data> {
+  const maxMessageSize = options.maxMessageSize ?? 16 * 1024 * 1024;
+  const maxFrameSize = options.maxFrameSize ?? maxMessageSize;
+  const maxHandshakeSize = options.maxHandshakeSize ?? 16 * 1024;
+  const handshakeTimeout = options.handshakeTimeout ?? 10_000;
+  const closeTimeout = options.closeTimeout ?? 5_000;
+  const maxBufferedAmount = options.maxBufferedAmount ?? 16 * 1024 * 1024;
+  for (
+    const [name, value] of Object.entries({
+      maxMessageSize,
+      maxFrameSize,
+      maxHandshakeSize,
+      handshakeTimeout,
+      closeTimeout,
+      maxBufferedAmount,
+    })
+  ) {
+    if (!(typeof value === "number" && value > 0)) {
+      throw new RangeError(`Option ${name} must be a positive number, got ${value}`);
+    }
+  }
+  const keepalive = checkKeepalive({
+    pingInterval: options.pingInterval ?? 20_000,
+    pingTimeout: options.pingTimeout ?? 20_000,
+    idleTimeout: options.idleTimeout ?? 0,
+  });
+  const compression: DeflateOptions | null = options.compression === true
+    ? {}
+    : options.compression
+    ? options.compression
+    : null;
+  if (compression !== null) {
+    // Validate now rather than on the first connection, and find out now
+    // whether this runtime's node:zlib can run the codec at all.
+    resolveDeflateOptions(compression);
+    try {
+      assertZlibSupported();
+    } catch (error) {
+      throw new Error(
+        `Cannot enable compression: ${toError(error).message}. Serve without \`compression\`.`,
+        { cause: error },
+      );
+    }
+  }
+  return {
+    options,
+    handlers: typeof handler === "function" ? { open: handler } : handler,
+    maxMessageSize,
+    maxFrameSize,
+    handshakeTimeout,
+    closeTimeout,
+    maxBufferedAmount,
+    keepalive,
+    compression,
+    handshake: {
+      secure: options.tls !== undefined,
+      maxHandshakeSize,
+      allowedOrigins: options.allowedOrigins,
+      compression,
+    },
+  };
+}
+
+/** What the application decided for a valid request. */
+type Decision<Data> =
+  | { accepted: AcceptedUpgrade; codec: PerMessageDeflate | null; data: Data }
+  | { response: Uint8Array };
+
+/** A running server: the handshake I/O, the connection set, shutdown. */
+class WebSocketServer<Data> implements Server {
+  readonly addr: NetAddress;
+  readonly url: string;
+  readonly finished: Promise<void>;
+  readonly #config: ServerConfig<Data>;
+  readonly #listener: Listener;
+  readonly #connections = new Set<WebSocketConnection<Data>>();
+  /** Transports in their handshake (or its error answer): shutdown closes them. */
+  readonly #handshaking = new Set<Transport>();
+  readonly #stopAccepting = new AbortController();
+  #acceptDone = false;
+  #closing: Required<ShutdownOptions> | null = null;
+  #shutdown: Promise<void> | null = null;
+  #resolveFinished!: () => void;
+
+  constructor(listener: Listener, config: ServerConfig<Data>) {
+    this.#listener = listener;
+    this.#config = config;
+    this.addr = listener.addr;
+    const scheme = config.handshake.secure ? "wss" : "ws";
+    this.url = `${scheme}://${formatHost(this.addr.hostname)}:${this.addr.port}/`;
+    this.finished = new Promise<void>((resolve) => (this.#resolveFinished = resolve));
+    acceptLoop(listener, {
+      signal: this.#stopAccepting.signal,
+      onTransport: (transport) => {
+        this.#handshake(transport).catch((error) => this.#report(toError(error), true));
+      },
+      onError: (error) => this.#report(error, true),
+    }).catch((error) => this.#report(toError(error), true)).finally(() => {
+      this.#acceptDone = true;
+      this.#maybeFinished();
+    });
+  }
+
+  get connections(): ReadonlySet<WebSocketConnection> {
+    return this.#connections as ReadonlySet<WebSocketConnection>;
+  }
+
+  shutdown(options: ShutdownOptions = {}): Promise<void> {
+    const { code, reason } = checkShutdownOptions(options);
+    if (this.#shutdown !== null) return this.#shutdown;
+    this.#closing = { code, reason };
+    this.#stopAccepting.abort();
+    this.#listener.close();
+    for (const transport of this.#handshaking) transport.close();
+    this.#handshaking.clear();
+    for (const ws of this.#connections) {
+      try {
+        ws._closeWith(code, reason);
+      } catch (error) {
+        this.#report(toError(error), true);
+        ws.terminate();
+      }
+    }
+    // Connections that do not finish their closing handshake in time are dropped.
+    const timer = setTimeout(() => {
+      for (const ws of this.#connections) ws.terminate();
+    }, this.#config.closeTimeout + 100);
+    this.#maybeFinished();
+    this.#shutdown = this.finished.then(() => clearTimeout(timer));
+    return this.#shutdown;
+  }
+
+  #maybeFinished(): void {
+    if (
+      this.#closing !== null && this.#acceptDone && this.#connections.size === 0 &&
+      this.#handshaking.size === 0
+    ) {
+      this.#resolveFinished();
+    }
+  }
+
+  /**
+   * Reports to `onError`. A `fault` (the server's or the application's
+   * fault, not the client's) is logged when nobody listens.
+   */
+  #report(error: Error, fault: boolean): void {
+    const onError = this.#config.options.onError;
+    if (onError === undefined) {
+      if (fault) console.error("Sluice server:", error);
+      return;
+    }
+    try {
+      onError(error);
+    } catch (thrown) {
+      // An error reporter must not take the server down.
+      console.error("Sluice server: onError threw", thrown, "while reporting", error);
+    }
+  }
+
+  /**
+   * One connection's opening handshake: moves bytes between the transport
+   * and the sans-I/O core, keeps the deadline (from TCP accept, TLS included)
+   * and asks the application. Never rejects.
+   */
+  async #handshake(transport: Transport): Promise<void> {
+    const handshaking = this.#handshaking;
+    handshaking.add(transport);
+    const core = new ServerHandshake(this.#config.handshake);
+    const deadline = { expired: false, answering: false };
+    const timer = setTimeout(() => {
+      deadline.expired = true;
+      handshaking.delete(transport);
+      // Only a client that can read HTTP, and is not being answered, is told why.
+      if (deadline.answering || transport.tlsHandshaking) transport.close();
+      else answerAndClose(transport, core.reject(408, "Handshake not completed in time"), false);
+      this.#maybeFinished();
+    }, this.#config.handshakeTimeout);
+    let opened = false;
+    try {
+      opened = await this.#negotiate(transport, core, deadline);
+    } catch {
+      // A read failed: the client is gone (or its TLS handshake failed).
+    } finally {
+      clearTimeout(timer);
+      if (!deadline.expired) {
+        handshaking.delete(transport);
+        if (!opened) transport.close();
+        this.#maybeFinished();
+      }
+    }
+  }
+
+  /**
+   * Reads the request, answers it, and opens the connection when accepted
+   * (returning `true`). Stops as soon as the deadline expired: the timer then
+   * owns the transport.
+   */
+  async #negotiate(
+    transport: Transport,
+    core: ServerHandshake,
+    deadline: { expired: boolean; answering: boolean },
+  ): Promise<boolean> {
+    const verdict = await readVerdict(transport, core);
+    if (verdict === null || deadline.expired) return false;
+    let decision: Decision<Data>;
+    if (verdict.kind === "reject") {
+      this.#report(verdict.error, false);
+      decision = { response: verdict.response };
+    } else {
+      decision = await this.#decide(core, verdict.request, transport.remoteAddr);
+      if (!("response" in decision) && (deadline.expired || this.#closing !== null)) {
+        decision.codec?.close();
+        decision = { response: core.reject(503, "Server is shutting down") };
+      }
+    }
+    if (deadline.expired) return false;
+    deadline.answering = true;
+    if ("response" in decision) {
+      await answerAndClose(transport, decision.response, true);
+      return false;
+    }
+    let written = false;
+    try {
+      await transport.write(decision.accepted.response);
+      written = true;
+    } catch {
+      // The client left during the handshake: it leaves no trace.
+    }
+    // Shutdown closes handshaking transports; the timer may have closed it too.
+    if (!written || deadline.expired || this.#closing !== null || verdict.kind !== "upgrade") {
+      decision.codec?.close();
+      return false;
+    }
+    this.#open(transport, verdict.request, decision);
+    return true;
+  }
+
+  /**
+   * Runs the application's part of a valid request (the `protocols` function,
+   * `onUpgrade`) and the core's acceptance. The one guard around that user
+   * code: a `HandshakeError` answers with its status, anything else with 500,
+   * and both reach `onError`. Never rejects.
+   */
+  async #decide(
+    core: ServerHandshake,
+    request: ParsedUpgrade,
+    remoteAddr: NetAddress,
+  ): Promise<Decision<Data>> {
+    const { protocols: supported, onUpgrade } = this.#config.options;
+    const info: UpgradeRequestInfo = {
+      url: request.url,
+      headers: request.headers,
+      remoteAddr,
+      protocols: request.protocols,
+      origin: request.origin,
+    };
+    try {
+      let protocol = "";
+      if (typeof supported === "function") {
+        if (request.protocols.length > 0) protocol = supported(request.protocols, info) ?? "";
+      } else if (supported !== undefined) {
+        protocol = selectSubprotocol(request.protocols, supported);
+      }
+      let headers: Headers | undefined;
+      let data = undefined as Data;
+      if (onUpgrade !== undefined) {
+        const decision = await onUpgrade(info);
+        if (decision instanceof Response) return { response: await responseBytes(core, decision) };
+        if (decision) {
+          if (decision.protocol !== undefined) protocol = decision.protocol;
+          if (decision.headers !== undefined) headers = new Headers(decision.headers);
+          data = decision.data as Data;
+        }
+      }
+      const accepted = core.accept({ protocol, headers });
+      const codec = accepted.deflate === null
+        ? null
+        : new PerMessageDeflate(accepted.deflate, "server", this.#config.compression ?? {});
+      return { accepted, codec, data };
+    } catch (err) {
+      if (err instanceof HandshakeError) {
+        this.#report(err, false);
+        return { response: core.reject(err.status, err.message, err.headers) };
+      }
+      this.#report(toError(err), true);
+      return { response: core.reject(500, "Internal server error") };
+    }
+  }
+
+  /** Starts an upgraded connection and lists it as open. */
+  #open(
+    transport: Transport,
+    request: ParsedUpgrade,
+    decision: { accepted: AcceptedUpgrade; codec: PerMessageDeflate | null; data: Data },
+  ): void {
+    const config = this.#config;
+    const { protocol, extensions } = decision.accepted;
+    const ws = new WebSocketConnection<Data>({
+      role: "server",
+      url: request.url.href.replace(/^http/, "ws"),
+      maxMessageSize: config.maxMessageSize,
+      maxFrameSize: config.maxFrameSize,
+      closeTimeout: config.closeTimeout,
+      maxBufferedAmount: config.maxBufferedAmount,
+      readableHighWaterMark: config.options.readableHighWaterMark,
+      binaryType: config.options.binaryType ?? "arraybuffer",
+      data: decision.data,
+      handlers: config.handlers,
+      keepalive: config.keepalive,
+      onError: (error) => this.#report(error, true),
+      onFinish: (conn) => {
+        this.#connections.delete(conn);
+        this.#maybeFinished();
+      },
+    });
+    // Listed right before _start() opens it (synchronously, `open` handlers
+    // included), so the set never holds a connection that cannot send yet; a
+    // connection that finishes during _start() is removed by onFinish.
+    this.#connections.add(ws);
+    ws._start(
+      { transport, protocol, extensions, headers: request.head, codec: decision.codec },
+      request.rest,
+    );
+  }
+}
+
+/** An application's `Response` as an HTTP answer (body cut at 4 KiB). */
+async function responseBytes(core: ServerHandshake, response: Response): Promise<Uint8Array> {
+  let body = "";
+  try {
+    body = (await response.text()).slice(0, 4096);
+  } catch {
+    // An unreadable body is sent empty.
+  }
+  return core.reject(response.status, body.replace(/\n$/, ""), new Headers(response.headers));
 }
 
 /**
@@ -216,288 +747,24 @@ export async function serve<Data = undefined>(
   options: ServeOptions<Data>,
   handler: ConnectionHandler<Data> | WebSocketHandlers<Data>,
 ): Promise<Server> {
-  const maxMessageSize = options.maxMessageSize ?? 16 * 1024 * 1024;
-  const maxFrameSize = options.maxFrameSize ?? maxMessageSize;
-  const maxHandshakeSize = options.maxHandshakeSize ?? 16 * 1024;
-  const handshakeTimeout = options.handshakeTimeout ?? 10_000;
-  const closeTimeout = options.closeTimeout ?? 5_000;
-  const maxBufferedAmount = options.maxBufferedAmount ?? 64 * 1024 * 1024;
-  for (
-    const [name, value] of Object.entries({
-      maxMessageSize,
-      maxFrameSize,
-      maxHandshakeSize,
-      handshakeTimeout,
-      closeTimeout,
-      maxBufferedAmount,
-    })
-  ) {
-    if (!(typeof value === "number" && value > 0)) {
-      throw new RangeError(`Option ${name} must be a positive number, got ${value}`);
-    }
-  }
-  const handlers: WebSocketHandlers<Data> = typeof handler === "function"
-    ? { open: handler }
-    : handler;
-  const secure = options.tls !== undefined;
-  const deflateOptions: DeflateOptions | null = options.compression === true
-    ? {}
-    : options.compression
-    ? options.compression
-    : null;
-  // Validate the compression options now rather than on the first connection.
-  if (deflateOptions !== null) resolveDeflateOptions(deflateOptions);
-  const listener: Listener = await currentRuntime().listen({
+  const config = resolveConfig(options, handler);
+  const listener = await currentRuntime().listen({
     hostname: options.hostname ?? "0.0.0.0",
     port: options.port ?? 8080,
     tls: options.tls === undefined ? undefined : await loadTls(options.tls),
   });
-  const addr = listener.addr;
-  const url = `${secure ? "wss" : "ws"}://${formatHost(addr.hostname)}:${addr.port}/`;
-  const connections = new Set<WebSocketConnection<Data>>();
-  const handshaking = new Set<Transport>();
-  let shuttingDown = false;
-  let resolveFinished!: () => void;
-  const finished = new Promise<void>((resolve) => (resolveFinished = resolve));
-  const reportError = (error: Error) => {
-    try {
-      options.onError?.(error);
-    } catch {
-      // An error reporter must not take the server down.
-    }
-  };
-
-  /** Writes an HTTP error response, then lets the client read it before closing. */
-  async function reject(transport: Transport, bytes: Uint8Array, drain = true): Promise<void> {
-    try {
-      await transport.write(bytes);
-      if (!drain) return;
-      // Closing with unread input makes the kernel send RST, which can destroy
-      // the response before the client reads it: drain briefly first.
-      const deadline = Date.now() + 1000;
-      let drained = 0;
-      const timer = setTimeout(() => transport.close(), 1000);
-      try {
-        while (Date.now() < deadline && drained < 1024 * 1024) {
-          const chunk = await transport.read();
-          if (chunk === null) break;
-          drained += chunk.length;
-        }
-      } finally {
-        clearTimeout(timer);
-      }
-    } catch {
-      // The client is gone; nothing to tell it.
-    } finally {
-      transport.close();
-    }
+  const server = new WebSocketServer<Data>(listener, config);
+  const { signal } = options;
+  if (signal !== undefined) {
+    if (signal.aborted) server.shutdown();
+    else signal.addEventListener("abort", () => server.shutdown(), { once: true });
   }
-
-  async function rejectWithResponse(transport: Transport, response: Response): Promise<void> {
-    let body = "";
-    try {
-      body = (await response.text()).slice(0, 4096);
-    } catch {
-      // An unreadable body is sent empty.
-    }
-    const headers = new Headers(response.headers);
-    await reject(
-      transport,
-      buildErrorResponse(response.status, body.replace(/\n$/, ""), headers),
-    );
+  try {
+    options.onListen?.(server.addr);
+  } catch (error) {
+    // The caller never gets the server, so nobody else could stop it.
+    server.shutdown();
+    throw error;
   }
-
-  async function handshake(transport: Transport): Promise<void> {
-    handshaking.add(transport);
-    let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      handshaking.delete(transport);
-      // A read is still pending in handshake(), so no draining here (one reader at a time).
-      reject(transport, buildErrorResponse(408, "Handshake not completed in time"), false);
-    }, handshakeTimeout);
-    let request: RequestHead;
-    let head: Uint8Array;
-    let rest: Uint8Array;
-    try {
-      const reader = new HeadReader(maxHandshakeSize);
-      for (;;) {
-        const chunk = await transport.read();
-        if (chunk === null || timedOut) {
-          clearTimeout(timer);
-          handshaking.delete(transport);
-          transport.close();
-          return;
-        }
-        const result = reader.push(chunk);
-        if (result !== null) {
-          head = result.head;
-          request = parseRequestHead(head);
-          rest = result.rest;
-          break;
-        }
-      }
-      const upgrade = validateUpgradeRequest(request, secure);
-      const info: UpgradeRequestInfo = {
-        url: upgrade.url,
-        headers: request.headers,
-        remoteAddr: transport.remoteAddr,
-        protocols: upgrade.protocols,
-        origin: upgrade.origin,
-      };
-      if (
-        options.allowedOrigins !== undefined && upgrade.origin !== null &&
-        !options.allowedOrigins.includes(upgrade.origin)
-      ) {
-        throw new HandshakeError(403, `Origin ${upgrade.origin} is not allowed`);
-      }
-      let protocol = selectProtocol(options.protocols, info);
-      let extraHeaders: Headers | undefined;
-      let data = undefined as Data;
-      if (options.onUpgrade !== undefined) {
-        const decision = await options.onUpgrade(info);
-        if (decision instanceof Response) {
-          clearTimeout(timer);
-          handshaking.delete(transport);
-          if (!timedOut) await rejectWithResponse(transport, decision);
-          return;
-        }
-        if (decision) {
-          if (decision.protocol !== undefined) {
-            if (decision.protocol !== "" && !upgrade.protocols.includes(decision.protocol)) {
-              throw new Error(
-                `onUpgrade selected subprotocol ${decision.protocol}, which the client did not offer`,
-              );
-            }
-            protocol = decision.protocol;
-          }
-          if (decision.headers !== undefined) extraHeaders = new Headers(decision.headers);
-          data = decision.data as Data;
-        }
-      }
-      if (protocol !== "" && !upgrade.protocols.includes(protocol)) {
-        throw new Error(`Subprotocol selector chose ${protocol}, which the client did not offer`);
-      }
-      let extensions = "";
-      let codec: PerMessageDeflate | null = null;
-      if (deflateOptions !== null && upgrade.extensions !== null) {
-        let selection = null;
-        try {
-          selection = selectDeflateOffer(upgrade.extensions, deflateOptions);
-        } catch {
-          // A malformed offer is declined, not fatal (RFC 7692 §5).
-        }
-        if (selection !== null) {
-          extensions = selection.response;
-          codec = new PerMessageDeflate(selection.params, "server", deflateOptions);
-        }
-      }
-      const accept = await acceptKey(upgrade.key);
-      clearTimeout(timer);
-      handshaking.delete(transport);
-      if (timedOut) return;
-      if (shuttingDown) {
-        await reject(transport, buildErrorResponse(503, "Server is shutting down"));
-        return;
-      }
-      const response = buildUpgradeResponse(accept, {
-        protocol,
-        extensions,
-        headers: extraHeaders,
-      });
-      const ws = new WebSocketConnection<Data>({
-        role: "server",
-        url: upgrade.url.href.replace(/^http/, "ws"),
-        maxMessageSize,
-        maxFrameSize,
-        closeTimeout,
-        maxBufferedAmount,
-        readableHighWaterMark: options.readableHighWaterMark,
-        binaryType: options.binaryType ?? "arraybuffer",
-        data,
-        handlers,
-        onFinish: (conn) => {
-          connections.delete(conn);
-          maybeFinished();
-        },
-      });
-      connections.add(ws);
-      await transport.write(response);
-      ws._start(
-        { transport, protocol, extensions, headers: head, codec },
-        rest,
-      );
-    } catch (err) {
-      clearTimeout(timer);
-      handshaking.delete(transport);
-      if (timedOut) return;
-      if (err instanceof HandshakeError) {
-        reportError(err);
-        await reject(transport, buildErrorResponse(err.status, err.message, err.headers));
-      } else {
-        const error = err instanceof Error ? err : new Error(String(err));
-        reportError(error);
-        await reject(transport, buildErrorResponse(500, "Internal server error"));
-      }
-    }
-  }
-
-  let acceptDone = false;
-  function maybeFinished(): void {
-    if (acceptDone && shuttingDown && connections.size === 0 && handshaking.size === 0) {
-      resolveFinished();
-    }
-  }
-
-  (async () => {
-    for (;;) {
-      let transport: Transport | null;
-      try {
-        transport = await listener.accept();
-      } catch (err) {
-        if (shuttingDown) break;
-        reportError(err instanceof Error ? err : new Error(String(err)));
-        continue;
-      }
-      if (transport === null) break;
-      if (shuttingDown) {
-        transport.close();
-        continue;
-      }
-      handshake(transport).catch((err) => reportError(err));
-    }
-    acceptDone = true;
-    maybeFinished();
-  })();
-
-  let shutdownPromise: Promise<void> | null = null;
-  const server: Server = {
-    addr,
-    url,
-    connections: connections as ReadonlySet<WebSocketConnection>,
-    finished,
-    shutdown(shutdownOptions = {}) {
-      if (shutdownPromise !== null) return shutdownPromise;
-      shuttingDown = true;
-      listener.close();
-      for (const transport of handshaking) transport.close();
-      handshaking.clear();
-      const code = shutdownOptions.code ?? CloseCode.GoingAway;
-      const reason = shutdownOptions.reason ?? "Server shutting down";
-      for (const ws of connections) ws._closeWith(code, reason);
-      // Connections that do not finish their closing handshake in time are dropped.
-      const timer = setTimeout(() => {
-        for (const ws of connections) ws.terminate();
-      }, closeTimeout + 100);
-      maybeFinished();
-      shutdownPromise = finished.then(() => clearTimeout(timer));
-      return shutdownPromise;
-    },
-  };
-  if (options.signal !== undefined) {
-    if (options.signal.aborted) server.shutdown();
-    else options.signal.addEventListener("abort", () => server.shutdown(), { once: true });
-  }
-  options.onListen?.(addr);
   return server;
 }

@@ -58,18 +58,26 @@ export interface UpgradeRequest {
 
 /**
  * Validates an upgrade request (§4.2.1). Throws a {@linkcode HandshakeError}:
- * 405 for a method other than GET, 426 (with `Sec-WebSocket-Version: 13`) for
+ * 505 for an HTTP major version other than 1, 405 for a method other than GET, 426 (with `Sec-WebSocket-Version: 13`) for
  * another protocol version, 400 for anything missing or malformed.
  */
 export function validateUpgradeRequest(request: RequestHead, secure: boolean): UpgradeRequest {
   const { headers } = request;
+  const [major, minor] = request.version;
+  // RFC 9110 §15.6.6: another major version is answered 505 before anything
+  // else, since the rest of the head cannot be read as HTTP/1.x.
+  if (major !== 1) {
+    throw new HandshakeError(
+      505,
+      `HTTP/${major}.${minor} is not supported: use HTTP/1.1`,
+    );
+  }
   if (request.method !== "GET") {
     throw new HandshakeError(405, `Method ${request.method} is not allowed: use GET`, {
       Allow: "GET",
     });
   }
-  const [major, minor] = request.version;
-  if (major < 1 || (major === 1 && minor < 1)) {
+  if (minor < 1) {
     throw new HandshakeError(400, "HTTP/1.1 or later is required");
   }
   const host = headers.get("host");
@@ -173,6 +181,7 @@ const STATUS_TEXT: Record<number, string> = {
   431: "Request Header Fields Too Large",
   500: "Internal Server Error",
   503: "Service Unavailable",
+  505: "HTTP Version Not Supported",
 };
 
 function headerLines(headers: Headers | undefined): string {

@@ -282,14 +282,33 @@ describe("validateUpgradeRequest", () => {
     }
   });
 
-  test("HTTP/1.0 (or 0.9): 400", () => {
-    for (const version of ["1.0", "0.9"]) {
+  test("HTTP/1.0: 400 asking for HTTP/1.1", () => {
+    assertRejected(
+      () => validateUpgradeRequest(request({}, "GET /chat HTTP/1.0"), false),
+      400,
+      /HTTP\/1\.1/,
+    );
+  });
+
+  test("a major version other than 1 (0.9, 2.0, 9.9): 505, before any other check", () => {
+    // RFC 9110 §15.6.6: 505 is the answer to an HTTP major version the server
+    // does not support; the rest of such a head cannot be read as HTTP/1.x.
+    for (const version of ["0.9", "2.0", "3.0", "9.9"]) {
       assertRejected(
         () => validateUpgradeRequest(request({}, `GET /chat HTTP/${version}`), false),
-        400,
+        505,
         /HTTP\/1\.1/,
       );
+      assertRejected(
+        () => validateUpgradeRequest(request({}, `POST /chat HTTP/${version}`), false),
+        505,
+        /not supported/,
+      );
     }
+    assert.match(
+      decoder.decode(buildErrorResponse(505, "HTTP/2.0 is not supported")),
+      /^HTTP\/1\.1 505 HTTP Version Not Supported\r\n/,
+    );
   });
 
   test("subprotocols: a list of tokens, in order; an invalid one is a 400", () => {
