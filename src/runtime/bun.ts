@@ -98,7 +98,11 @@ type ReadyCallback = (transport: BunTransport, error?: Error) => void;
 
 /** Which side a set of socket handlers serves. */
 interface HandlerOptions {
-  /** The sockets speak TLS: hand them out only after the handshake. */
+  /**
+   * The sockets speak TLS: a client's are handed out only after the
+   * handshake, a server's at once (so that the server's handshake deadline
+   * covers TLS; data only ever arrives after it).
+   */
   tls: boolean;
   /** Client sockets verify the server; server sockets ask for no client certificate. */
   client: boolean;
@@ -121,16 +125,19 @@ class BunTransport implements Transport {
       // one through its `.buffer` getter cost ~10% of a small-message echo.
       binaryType: "uint8array",
       open(socket) {
-        // A TLS socket is only handed out after its handshake: before it,
-        // Bun silently takes nothing (write returns 0).
-        const transport = new BunTransport(socket, tls ? onReady : undefined);
+        // A client's TLS socket is only handed out after its handshake: before
+        // it, Bun silently takes nothing (write returns 0).
+        const waitForTls = tls && client;
+        const transport = new BunTransport(socket, waitForTls ? onReady : undefined);
+        transport.#tlsHandshaking = tls;
         socket.data = transport;
         socket.setNoDelay(true);
-        if (!tls) onReady(transport);
+        if (!waitForTls) onReady(transport);
       },
       handshake(socket, success, authorizationError) {
         const transport = socket.data;
         if (transport === undefined) return;
+        transport.#tlsHandshaking = false;
         // On a server, authorizationError only says that the client sent no
         // certificate, which we never ask for.
         const error = success ? (client ? authorizationError : null) : authorizationError;
@@ -181,8 +188,9 @@ class BunTransport implements Transport {
   #waiter: PromiseWithResolvers<Uint8Array | null> | undefined;
   #writes: PendingWrite[] = [];
   #buffered = 0;
-  /** Set while a TLS handshake is in progress. */
+  /** Set while a client's TLS handshake is in progress. */
   #onReady: ReadyCallback | undefined;
+  #tlsHandshaking = false;
   /** Push mode: where chunks go, and whether it currently takes them. */
   #consumer: ChunkConsumer | undefined;
   #consumerReady = false;
@@ -196,6 +204,10 @@ class BunTransport implements Transport {
 
   get bufferedAmount(): number {
     return this.#buffered;
+  }
+
+  get tlsHandshaking(): boolean {
+    return this.#tlsHandshaking;
   }
 
   read(): Promise<Uint8Array | null> {
@@ -392,8 +404,10 @@ class BunListenerImpl implements Listener {
 
   constructor(options: ListenOptions) {
     const { hostname, port, tls } = options;
+    // Server sockets are handed out at TCP accept, TLS or not; a failed TLS
+    // handshake closes the transport, whose reads then end.
     const handlers = BunTransport.handlers((transport, error) => {
-      if (error !== undefined) return; // A failed handshake never reaches accept().
+      if (error !== undefined) return;
       if (this.#closed) {
         transport.close();
         return;

@@ -6,18 +6,27 @@
  * stream path costs about twice as much per chunk on Deno, and a pull-based
  * read already gives backpressure for free (no pending read op, no reading).
  *
+ * A `wss://` server is the exception: `Deno.listenTls` hands out a connection
+ * whose `close()` first finishes the TLS handshake (denoland/deno#14547), so
+ * a client that connects and never says hello holds its socket for as long
+ * as it likes, whatever the server's deadline. TLS listeners therefore run on
+ * `node:net` + `node:tls`, whose sockets close at once.
+ *
  * Nothing here touches `Deno` at module load, so the file can be imported on
  * Bun too (the adapter is then simply never used).
  *
  * @module
  */
 
+import type { Server as NetServer, Socket as NetSocket } from "node:net";
+import type { SecureContext, TLSSocket } from "node:tls";
 import type {
   ConnectOptions,
   Listener,
   ListenOptions,
   NetAddress,
   RuntimeAdapter,
+  TlsServerOptions,
   Transport,
 } from "./transport.ts";
 
@@ -234,14 +243,209 @@ class DenoListener implements Listener {
   }
 }
 
+/** Queued, unread bytes above which a node:tls socket is paused. */
+const READ_HIGH_WATER_MARK = 64 * 1024;
+
+/**
+ * A server-side node:tls socket, handed out at TCP accept (before its TLS
+ * handshake, see {@linkcode Transport.tlsHandshaking}), with a bounded read
+ * queue and writes that settle once flushed.
+ */
+class NodeTlsTransport implements Transport {
+  readonly localAddr: NetAddress;
+  readonly remoteAddr: NetAddress;
+  #socket: TLSSocket;
+  #chunks: Uint8Array[] = [];
+  #queued = 0;
+  #paused = false;
+  #eof = false;
+  #error: Error | undefined;
+  #closed = false;
+  #tlsHandshaking = true;
+  #waiter: PromiseWithResolvers<Uint8Array | null> | undefined;
+
+  constructor(socket: TLSSocket, raw: NetSocket) {
+    this.#socket = socket;
+    this.localAddr = { hostname: raw.localAddress ?? "", port: raw.localPort ?? 0 };
+    this.remoteAddr = { hostname: raw.remoteAddress ?? "", port: raw.remotePort ?? 0 };
+    socket.on("secure", () => {
+      this.#tlsHandshaking = false;
+    });
+    socket.on("data", (chunk: Uint8Array) => this.#push(chunk));
+    socket.on("end", () => this.#end(undefined));
+    socket.on("error", (error: Error) => this.#end(error));
+    socket.on("close", () => this.#end(undefined));
+  }
+
+  get tlsHandshaking(): boolean {
+    return this.#tlsHandshaking;
+  }
+
+  get bufferedAmount(): number {
+    return this.#closed ? 0 : this.#socket.writableLength;
+  }
+
+  read(): Promise<Uint8Array | null> {
+    const chunk = this.#chunks.shift();
+    if (chunk !== undefined) {
+      this.#queued -= chunk.byteLength;
+      if (this.#paused && this.#queued < READ_HIGH_WATER_MARK) {
+        this.#paused = false;
+        this.#socket.resume();
+      }
+      return Promise.resolve(chunk);
+    }
+    if (this.#closed) return Promise.resolve(null);
+    if (this.#error !== undefined) return Promise.reject(this.#error);
+    if (this.#eof) return Promise.resolve(null);
+    this.#waiter = Promise.withResolvers();
+    return this.#waiter.promise;
+  }
+
+  #push(chunk: Uint8Array): void {
+    if (this.#closed) return;
+    const waiter = this.#waiter;
+    if (waiter !== undefined) {
+      this.#waiter = undefined;
+      waiter.resolve(chunk);
+      return;
+    }
+    this.#chunks.push(chunk);
+    this.#queued += chunk.byteLength;
+    if (!this.#paused && this.#queued > READ_HIGH_WATER_MARK) {
+      this.#paused = true;
+      this.#socket.pause();
+    }
+  }
+
+  #end(error: Error | undefined): void {
+    if (error !== undefined) this.#error ??= error;
+    this.#eof = true;
+    const waiter = this.#waiter;
+    if (waiter === undefined) return;
+    this.#waiter = undefined;
+    if (this.#error !== undefined && !this.#closed) waiter.reject(this.#error);
+    else waiter.resolve(null);
+  }
+
+  write(data: Uint8Array): Promise<void> | undefined {
+    if (this.#closed || this.#socket.destroyed) {
+      throw new Error("Cannot write: the connection is closed.");
+    }
+    if (data.byteLength === 0) return undefined;
+    const { promise, resolve, reject } = Promise.withResolvers<void>();
+    this.#socket.write(data, (error?: Error | null) => {
+      if (error) {
+        reject(
+          new Error("Cannot write: the connection was closed before all data was sent.", {
+            cause: error,
+          }),
+        );
+      } else resolve();
+    });
+    return promise;
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#chunks = [];
+    this.#queued = 0;
+    this.#end(undefined);
+    const socket = this.#socket;
+    if (this.#tlsHandshaking || socket.writableLength === 0) {
+      socket.destroy();
+      return;
+    }
+    // Let what is already written reach the peer, briefly, as close(2) would.
+    socket.end();
+    const timer = setTimeout(() => socket.destroy(), 2000);
+    socket.once("close", () => clearTimeout(timer));
+  }
+}
+
+/** A TLS listener on node:net + node:tls that yields connections at TCP accept. */
+class NodeTlsListener implements Listener {
+  readonly addr: NetAddress;
+  #server: NetServer;
+  #ready: Transport[] = [];
+  #waiters: PromiseWithResolvers<Transport | null>[] = [];
+  #failure: Error | undefined;
+  #closed = false;
+
+  constructor(server: NetServer, wrap: (raw: NetSocket) => TLSSocket) {
+    this.#server = server;
+    const address = server.address();
+    this.addr = typeof address === "object" && address !== null
+      ? { hostname: address.address, port: address.port }
+      : { hostname: "", port: 0 };
+    server.on("connection", (raw: NetSocket) => {
+      if (this.#closed) return void raw.destroy();
+      raw.setNoDelay(true);
+      const transport = new NodeTlsTransport(wrap(raw), raw);
+      const waiter = this.#waiters.shift();
+      if (waiter !== undefined) waiter.resolve(transport);
+      else this.#ready.push(transport);
+    });
+    // Accept failures (EMFILE...) go to the next accept() call.
+    server.on("error", (error: Error) => {
+      const waiter = this.#waiters.shift();
+      if (waiter !== undefined) waiter.reject(error);
+      else this.#failure = error;
+    });
+  }
+
+  accept(): Promise<Transport | null> {
+    const transport = this.#ready.shift();
+    if (transport !== undefined) return Promise.resolve(transport);
+    if (this.#closed) return Promise.resolve(null);
+    const failure = this.#failure;
+    if (failure !== undefined) {
+      this.#failure = undefined;
+      return Promise.reject(failure);
+    }
+    const waiter = Promise.withResolvers<Transport | null>();
+    this.#waiters.push(waiter);
+    return waiter.promise;
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#server.close();
+    for (const transport of this.#ready) transport.close();
+    this.#ready = [];
+    for (const waiter of this.#waiters) waiter.resolve(null);
+    this.#waiters = [];
+  }
+}
+
+async function listenTls(options: ListenOptions & { tls: TlsServerOptions }): Promise<Listener> {
+  const { createServer } = await import("node:net");
+  const { createSecureContext, TLSSocket } = await import("node:tls");
+  const context: SecureContext = createSecureContext({
+    cert: options.tls.cert,
+    key: options.tls.key,
+  });
+  const server = createServer();
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(options.port, options.hostname, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  return new NodeTlsListener(
+    server,
+    (raw) => new TLSSocket(raw, { isServer: true, secureContext: context }),
+  );
+}
+
 function listen(options: ListenOptions): Promise<Listener> {
   const { hostname, port, tls } = options;
-  const listener = tls === undefined
-    ? Deno.listen({ hostname, port, transport: "tcp" })
-    : Deno.listenTls({ hostname, port, cert: tls.cert, key: tls.key });
-  // Deno's TlsConn has no setNoDelay, so only plain TCP gets TCP_NODELAY on
-  // the server side.
-  return Promise.resolve(new DenoListener(listener, tls === undefined));
+  if (tls !== undefined) return listenTls({ ...options, tls });
+  const listener = Deno.listen({ hostname, port, transport: "tcp" });
+  return Promise.resolve(new DenoListener(listener, true));
 }
 
 async function connect(options: ConnectOptions): Promise<Transport> {

@@ -57,6 +57,14 @@ export interface Transport {
   setConsumer?(consumer: ChunkConsumer): void;
   /** Restarts delivery after `consumer.data()` returned `false`. */
   resumeConsumer?(): void;
+  /**
+   * `true` while a server-side TLS handshake is still under way (server
+   * transports are handed out at TCP accept, so that the server's handshake
+   * deadline covers TLS too). Nothing written then could reach the peer as
+   * HTTP: a server giving up on such a connection just closes it. Absent or
+   * `false` for plain TCP and once TLS is established.
+   */
+  readonly tlsHandshaking?: boolean;
   /** Bytes accepted by `write()` but not yet handed to the kernel. */
   readonly bufferedAmount: number;
   /** The local address of the socket. */
@@ -83,7 +91,11 @@ export interface ChunkConsumer {
 export interface Listener {
   /** The bound address (with the real port when port 0 was requested). */
   readonly addr: NetAddress;
-  /** Waits for the next connection; resolves `null` once the listener is closed. */
+  /**
+   * Waits for the next connection; resolves `null` once the listener is
+   * closed. A TLS listener yields connections as soon as TCP accepted them,
+   * before their TLS handshake (see {@linkcode Transport.tlsHandshaking}).
+   */
   accept(): Promise<Transport | null>;
   /** Stops listening. Already accepted transports stay open. Idempotent. */
   close(): void;

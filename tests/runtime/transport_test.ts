@@ -437,6 +437,61 @@ describe(`${runtime.name} transport over TLS`, { skip: skipTls || false }, () =>
     }, { tls: { cert, key } });
   });
 
+  test("a TLS listener hands out a connection at TCP accept, before its TLS handshake", async () => {
+    // So that the server's handshake deadline covers TLS: a client that
+    // connects and never says hello must reach accept() to be timed out.
+    const listener = await runtime.listen({ hostname: HOST, port: 0, tls: { cert, key } });
+    const net = await import("node:net");
+    const silent = net.connect(listener.addr.port, HOST);
+    silent.on("error", () => {});
+    try {
+      const accepted = await within(listener.accept(), 5000, "accept of a silent TLS client");
+      assert.ok(accepted !== null);
+      assert.equal(accepted.tlsHandshaking, true, "its TLS handshake has not happened");
+      // Closing it ends the client's socket (and any pending read here).
+      const read = accepted.read().catch(() => null);
+      accepted.close();
+      assert.equal(await within(read, 5000, "read after close"), null);
+      await within(new Promise((resolve) => silent.once("close", resolve)), 5000, "client close");
+
+      // A client that completes TLS: the flag clears once the handshake is done.
+      const client = runtime.connect({
+        hostname: HOST,
+        port: listener.addr.port,
+        tls: { serverName: "localhost", caCerts: [ca] },
+      });
+      const server = await within(listener.accept(), 5000, "accept of a TLS client");
+      assert.ok(server !== null);
+      const conn = await within(client, 5000, "TLS connect");
+      try {
+        await send(conn, text("hi"));
+        assert.deepEqual(await within(readExactly(server, 2), 5000, "TLS read"), text("hi"));
+        assert.equal(server.tlsHandshaking, false);
+        assert.ok(!conn.tlsHandshaking, "a client transport is handed out after TLS");
+      } finally {
+        conn.close();
+        server.close();
+      }
+
+      // Garbage instead of a ClientHello: the transport ends (null or an error), never hangs.
+      const garbage = net.connect(listener.addr.port, HOST);
+      garbage.on("error", () => {});
+      garbage.write("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+      const bad = await within(listener.accept(), 5000, "accept of a garbage client");
+      assert.ok(bad !== null);
+      try {
+        const end = await within(bad.read().catch(() => null), 5000, "read of garbage");
+        assert.equal(end, null, "no plaintext gets through a TLS listener");
+      } finally {
+        bad.close();
+        garbage.destroy();
+      }
+    } finally {
+      silent.destroy();
+      listener.close();
+    }
+  });
+
   test("checks the certificate against serverName", async () => {
     await withEchoServer(async (port) => {
       await assert.rejects(
