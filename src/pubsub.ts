@@ -509,6 +509,10 @@ export class PubSub<Target extends FanOutTarget = FanOutTarget> implements FanOu
 
   /** The connection closed: forget its subscriptions and held messages. */
   finished(ws: Target): void {
+    this.#forget(ws);
+  }
+
+  #forget(ws: Target): void {
     this.#gone.add(ws);
     const peer = this.#peers.get(ws);
     if (peer === undefined) return;
@@ -588,6 +592,8 @@ export class PubSub<Target extends FanOutTarget = FanOutTarget> implements FanOu
       case "close": {
         if (slow) {
           this.#slowCloses++;
+          // It is leaving: no later publish should try to close it again.
+          this.#forget(ws);
           ws._closeWith(
             CloseCode.PolicyViolation,
             truncateUtf8(`Subscriber too slow for topic ${sub.topic}`, MAX_REASON_BYTES),
@@ -714,6 +720,7 @@ export class PubSub<Target extends FanOutTarget = FanOutTarget> implements FanOu
       return true;
     } catch (err) {
       const error = err instanceof Error ? err : new Error(String(err));
+      this.#forget(ws);
       try {
         ws._closeWith(CloseCode.InternalError, "Internal error in a pub/sub callback");
       } catch {

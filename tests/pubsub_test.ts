@@ -289,6 +289,13 @@ describe("slow subscribers", () => {
     assert.ok(utf8(slow.closed!.reason).length <= 123);
     assert.equal(fast.frames.length, 1);
     assert.equal(hub.stats().slowCloses, 1);
+    // It is unsubscribed at once: later publishes neither reach nor close it again.
+    assert.equal(hub.subscriberCount(topic), 1);
+    assert.deepEqual(hub.topicsOf(slow), []);
+    slow.closed = null;
+    hub.publish(topic, "y");
+    assert.equal(slow.closed, null);
+    assert.equal(hub.stats().slowCloses, 1);
   });
 
   test('"latest" holds the newest per key and sends them in first-held-back order', () => {
