@@ -134,6 +134,8 @@ const COALESCE_LIMIT = 64 * 1024;
  * above which `writable` writes wait.
  */
 const OUTPUT_HIGH_WATER = 1024 * 1024;
+/** A write that leaves more than this unsent means the socket is behind: `drain` follows. */
+const DRAIN_MARK = 64 * 1024;
 /** The `readable` side stops reading the socket once this many message bytes wait. */
 const READABLE_HIGH_WATER = 1024 * 1024;
 
@@ -862,14 +864,18 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
 
   /**
    * Whether to read more: the application keeps up (no `message` promise
-   * pending, `readable` not full) and so does the peer (our unsent output to
-   * it is under the high-water mark; otherwise TCP pushes back on it).
+   * pending, `readable` not full) and, on a server, so does the peer (our
+   * unsent output to it is under the high-water mark; otherwise TCP pushes
+   * back on it, and a client that never reads cannot make an echo server
+   * queue without end). Clients keep reading whatever their backlog: if both
+   * ends paused on output, two peers sending bulk to each other would wait
+   * for each other forever.
    */
   #canRead(): boolean {
     if (this.#pendingHandlers > 0) return false;
     const controller = this.#readableController;
     if (controller !== null && (controller.desiredSize ?? 1) <= 0) return false;
-    return this.#outputBacklog() <= OUTPUT_HIGH_WATER;
+    return this.#init.role === "client" || this.#outputBacklog() <= OUTPUT_HIGH_WATER;
   }
 
   /** Called whenever something that paused reading may have cleared. */
@@ -1211,6 +1217,9 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
       if (pending !== undefined) {
         this.#writing = true;
         this.#waited = true;
+        // Deno settles every write later, even one the kernel takes at once:
+        // only a sizeable backlog counts as the socket not keeping up.
+        if (this.#outputBacklog() > DRAIN_MARK) this.#needDrain = true;
         pending.then(() => {
           this.#writing = false;
           this.#writeChunks(chunks, i + 1);
