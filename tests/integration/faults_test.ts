@@ -306,9 +306,8 @@ describe("faults: user code that throws", () => {
 
 describe("faults: output that backs up", () => {
   test("bufferedAmount counts each byte once", async () => {
-    let server!: Server;
     const seen = Promise.withResolvers<number>();
-    server = await serve({ port: 0, hostname: "127.0.0.1" }, (ws) => {
+    const server = await serve({ port: 0, hostname: "127.0.0.1" }, (ws) => {
       ws.send(new Uint8Array(20 * 1024 * 1024));
       // Let the first write start: bytes move from the queue to the transport.
       setTimeout(() => seen.resolve(ws.bufferedAmount), 50);
