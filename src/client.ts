@@ -16,7 +16,7 @@ import {
   type NegotiatedDeflate,
   parseDeflateResponse,
 } from "./protocol/permessage_deflate.ts";
-import { PerMessageDeflate } from "./protocol/deflate_codec.ts";
+import { assertZlibSupported, PerMessageDeflate } from "./protocol/deflate_codec.ts";
 import { isToken } from "./protocol/http.ts";
 import { type BinaryType, WebSocketConnection, type WebSocketHandlers } from "./websocket.ts";
 
@@ -70,6 +70,19 @@ export interface ConnectOptions<Data = unknown> {
 
 function deflateOptionsOf(option: boolean | DeflateOptions | undefined): DeflateOptions | null {
   return option === true ? {} : option ? option : null;
+}
+
+/** With compression asked for, fails at once if this runtime's node:zlib cannot run the codec. */
+function checkCompression(option: boolean | DeflateOptions | undefined): void {
+  if (deflateOptionsOf(option) === null) return;
+  try {
+    assertZlibSupported();
+  } catch (error) {
+    throw new Error(
+      `Cannot offer compression: ${(error as Error).message}. Connect without \`compression\`.`,
+      { cause: error },
+    );
+  }
 }
 
 const REDIRECTS = [301, 302, 303, 307, 308];
@@ -347,6 +360,7 @@ export async function connect<Data = undefined>(
 ): Promise<WebSocketConnection<Data>> {
   const target = parseUrl(url);
   const protocols = normaliseProtocols(options.protocols);
+  checkCompression(options.compression);
   const ws = makeConnection(target, options, options.binaryType ?? "arraybuffer");
   // The caller learns of failure through the rejection, not error events.
   await establish(ws, target, protocols, options);
@@ -383,6 +397,7 @@ export class WebSocket extends WebSocketConnection<undefined> {
   constructor(url: string | URL, protocols?: string | string[], options: ConnectOptions = {}) {
     const target = parseUrl(url);
     const list = normaliseProtocols(protocols ?? options.protocols);
+    checkCompression(options.compression);
     const maxMessageSize = options.maxMessageSize ?? 16 * 1024 * 1024;
     super({
       role: "client",
