@@ -22,6 +22,7 @@ import { type DeflateOptions, resolveDeflateOptions } from "./protocol/permessag
 import { assertZlibSupported, PerMessageDeflate } from "./protocol/deflate_codec.ts";
 import { CloseCode, isValidWireCloseCode } from "./protocol/close_codes.ts";
 import { type BinaryType, WebSocketConnection, type WebSocketHandlers } from "./websocket.ts";
+import { type PublishOptions, PubSub, type PubSubOptions, type ServerStats } from "./pubsub.ts";
 
 /** TLS material for {@linkcode serve}: PEM strings or PEM file paths. */
 export type TlsOptions = { cert: string; key: string } | { certFile: string; keyFile: string };
@@ -174,6 +175,12 @@ export interface ServeOptions<Data = unknown> {
    * @default {false}
    */
   compression?: boolean | DeflateOptions;
+  /**
+   * Pub/sub defaults for every `ws.subscribe()` (slow-subscriber policy,
+   * `maxBuffered`, conflation `key`) and its callbacks (`onDrop`,
+   * `onError`). @default {{ policy: "drop", maxBuffered: 1048576 }}
+   */
+  pubsub?: PubSubOptions<WebSocketConnection<Data>>;
 }
 
 /** The function form of a handler: called for each connection as it opens. */
@@ -214,6 +221,23 @@ export interface Server {
   shutdown(options?: ShutdownOptions): Promise<void>;
   /** Resolves once the server has shut down. */
   readonly finished: Promise<void>;
+  /**
+   * Sends `data` to every subscriber of `topic` (strings as text, bytes as
+   * binary), framed once; never waits. Callable from anywhere: a timer, an
+   * HTTP handler, another connection's message. Returns how many
+   * subscribers it was queued (or, under `"latest"`, held) for.
+   */
+  publish(
+    topic: string,
+    data: string | Uint8Array | ArrayBufferView | ArrayBuffer,
+    options?: PublishOptions,
+  ): number;
+  /** How many connections are subscribed to `topic`. */
+  subscriberCount(topic: string): number;
+  /** Topics with at least one subscriber. */
+  readonly topics: readonly string[];
+  /** Counters: connections, subscriptions, published/delivered/dropped messages, closes by code. */
+  stats(): ServerStats;
 }
 
 function formatHost(hostname: string): string {
@@ -457,10 +481,12 @@ class WebSocketServer<Data> implements Server {
   #closing: Required<ShutdownOptions> | null = null;
   #shutdown: Promise<void> | null = null;
   #resolveFinished!: () => void;
+  readonly #hub: PubSub<WebSocketConnection<Data>>;
 
   constructor(listener: Listener, config: ServerConfig<Data>) {
     this.#listener = listener;
     this.#config = config;
+    this.#hub = new PubSub(config.options.pubsub, config.compression);
     this.addr = listener.addr;
     const scheme = config.handshake.secure ? "wss" : "ws";
     this.url = `${scheme}://${formatHost(this.addr.hostname)}:${this.addr.port}/`;
@@ -479,6 +505,30 @@ class WebSocketServer<Data> implements Server {
 
   get connections(): ReadonlySet<WebSocketConnection> {
     return this.#connections as ReadonlySet<WebSocketConnection>;
+  }
+
+  publish(
+    topic: string,
+    data: string | Uint8Array | ArrayBufferView | ArrayBuffer,
+    options?: PublishOptions,
+  ): number {
+    return this.#hub.publish(
+      topic,
+      data,
+      options as PublishOptions<WebSocketConnection<Data>> | undefined,
+    );
+  }
+
+  subscriberCount(topic: string): number {
+    return this.#hub.subscriberCount(topic);
+  }
+
+  get topics(): readonly string[] {
+    return this.#hub.topics;
+  }
+
+  stats(): ServerStats {
+    return this.#hub.stats(this.#connections.size);
   }
 
   shutdown(options: ShutdownOptions = {}): Promise<void> {
@@ -684,7 +734,9 @@ class WebSocketServer<Data> implements Server {
       handlers: config.handlers,
       keepalive: config.keepalive,
       onError: (error) => this.#report(error, true),
+      hub: this.#hub,
       onFinish: (conn) => {
+        conn.closed.then((info) => this.#hub.recordClose(info.closeCode));
         this.#connections.delete(conn);
         this.#maybeFinished();
       },
