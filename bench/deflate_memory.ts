@@ -6,13 +6,17 @@
  * it (Sluice clients that offer compression), then every connection sends one
  * JSON-like text message of that size and reads the echo, so both sides of
  * the server have compressed (where the size reaches the `threshold`) and
- * inflated once. The server's RSS is read after a full GC at three points:
- * before any connection, with N idle connections, and after the exchange.
+ * inflated once. The server's RSS is read after a full GC at four points:
+ * before any connection, with N idle connections, after the exchange, and
+ * once every connection has closed. "After" minus "before" is what the
+ * connections cost the process; "after" minus "closed" is what they still
+ * hold (the rest is memory the runtime keeps after a peak, reused later).
  *
  * ```sh
  * deno run -A bench/deflate_memory.ts                 # defaults below, both runtimes
  * deno run -A bench/deflate_memory.ts --connections 1000 --sizes 200,65536 --runtimes bun
  * deno run -A bench/deflate_memory.ts --threshold 0   # compress every message, even 200 B
+ * deno run -A bench/deflate_memory.ts --modes server-no-takeover
  * ```
  *
  * Prints one row per run and a Markdown table of KiB per connection.
@@ -27,22 +31,23 @@ import { fileURLToPath } from "node:url";
 import { connect, type DeflateOptions, serve, type WebSocketConnection } from "../mod.ts";
 import { rssKiB } from "./lib/proc.ts";
 
-type Mode = "off" | "takeover" | "no-takeover";
+type Mode = "off" | "takeover" | "no-takeover" | "server-no-takeover";
 
 const MODES: Record<Mode, string> = {
   "off": "compression off",
   "takeover": "`compression: true` (context takeover both ways)",
   "no-takeover": "`serverNoContextTakeover` + `clientNoContextTakeover`",
+  "server-no-takeover": "`serverNoContextTakeover` only",
 };
 
 /** The server's compression option for a mode; `threshold` as given on the command line. */
 function serverCompression(mode: Mode, threshold: number | undefined): boolean | DeflateOptions {
   if (mode === "off") return false;
   const options: DeflateOptions = threshold === undefined ? {} : { threshold };
-  if (mode === "no-takeover") {
+  if (mode === "no-takeover" || mode === "server-no-takeover") {
     options.serverNoContextTakeover = true;
-    options.clientNoContextTakeover = true;
   }
+  if (mode === "no-takeover") options.clientNoContextTakeover = true;
   return options;
 }
 
@@ -158,6 +163,7 @@ interface Row {
   size: number;
   idleKiB: number;
   afterKiB: number;
+  heldKiB: number;
 }
 
 async function measure(
@@ -192,7 +198,12 @@ async function measure(
   if (after.connections !== connections) {
     throw new Error(`${after.connections} of ${connections} connections open on the server`);
   }
-  for (const ws of sockets) ws.terminate();
+  await Promise.all(sockets.map((ws) => {
+    ws.close();
+    return ws.closed;
+  }));
+  let closed = await server.ask();
+  for (let i = 0; i < 50 && closed.connections > 0; i++) closed = await server.ask();
   await server.stop();
   return {
     runtime,
@@ -200,6 +211,7 @@ async function measure(
     size,
     idleKiB: (idle.rss - base.rss) / connections,
     afterKiB: (after.rss - base.rss) / connections,
+    heldKiB: (after.rss - closed.rss) / connections,
   };
 }
 
@@ -235,7 +247,8 @@ async function main(): Promise<void> {
         console.log(
           `${runtime} ${mode.padEnd(11)} ${sizeLabel(size).padStart(7)}: ` +
             `idle ${row.idleKiB.toFixed(1)} KiB/conn, after one message each way ` +
-            `${row.afterKiB.toFixed(1)} KiB/conn`,
+            `${row.afterKiB.toFixed(1)} KiB/conn, of which held by open connections ` +
+            `${row.heldKiB.toFixed(1)}`,
         );
       }
     }
