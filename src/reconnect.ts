@@ -206,7 +206,10 @@ export interface ReconnectingWebSocketEventMap {
 const TRANSIENT_CLOSE_CODES = new Set([
   1001, // Going away: server restart, deploy.
   1006, // Dropped without a close frame.
-  1011, // Internal error.
+  1011, // Internal error (also a keepalive ping timeout).
+  1012, // Service restart.
+  1013, // Try again later.
+  1014, // Bad gateway.
   1012, // Service restart.
   1013, // Try again later.
   1014, // Bad gateway.

@@ -47,9 +47,10 @@ export type BinaryType = "arraybuffer" | "blob";
 /** The result of {@linkcode WebSocketConnection.closed}. */
 export interface CloseInfo {
   /**
-   * The close code: the peer's; the code this side failed the connection
-   * with (1002, 1007, 1008, 1009, 1011, ...); 1005 if the peer's close frame
-   * had none; 1006 if the connection dropped without one.
+   * The close code: the peer's; on a server, the code it failed the
+   * connection with (1002, 1007, 1008, 1009, 1011, ...); 1005 if the peer's
+   * close frame had none; 1006 if the connection dropped without one (and on
+   * a client, after any failure, as in browsers).
    */
   closeCode: number;
   /** The peer's close reason, or the reason this side failed with. */
@@ -1060,13 +1061,18 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
     }
   }
 
-  /** What `closed` reports: a failure this side declared wins over "no close frame". */
+  /**
+   * What `closed` reports. On a server, a failure this side declared (and
+   * sent a close frame for) is reported with its code, so `close` callbacks
+   * and stats see 1008 for an overflow or 1011 for a dead peer; a client
+   * reports 1006 for any failure, as browsers do.
+   */
   #closeInfo(): CloseInfo {
     const protocol = this.#attached ? this.#protocol : null;
     const failure = this.#failure;
     if (
-      failure instanceof WebSocketError && isValidWireCloseCode(failure.closeCode) &&
-      protocol !== null && protocol.closeSent
+      this.#init.role === "server" && failure instanceof WebSocketError &&
+      isValidWireCloseCode(failure.closeCode) && protocol !== null && protocol.closeSent
     ) {
       return { closeCode: failure.closeCode, reason: failure.message, wasClean: false };
     }

@@ -9,7 +9,14 @@
 
 import assert from "node:assert/strict";
 import { describe } from "node:test";
-import { connect, serve, type Server, WebSocket, type WebSocketConnection } from "../../mod.ts";
+import {
+  connect,
+  ReconnectingWebSocket,
+  serve,
+  type Server,
+  WebSocket,
+  type WebSocketConnection,
+} from "../../mod.ts";
 import { buildFrame, closeFrame, Op, RawClient, utf8 } from "./_raw_client.ts";
 import { delay, test, within } from "../_watch.ts";
 
@@ -637,14 +644,64 @@ describe("faults: liveness", () => {
       },
     });
     try {
+      const errors: Error[] = [];
       const ws = await connect(server.url, {
         pingInterval: 100,
         pingTimeout: 150,
         closeTimeout: 200,
+        handlers: { error: (_ws, error) => void errors.push(error) },
       });
       ws.send("stall the server's reading");
       const info = await within(ws.closed, 5000, "client ping timeout");
-      assert.equal(info.closeCode, 1011);
+      // A client reports a connection it failed as 1006, as browsers do; the
+      // error says why, and the server was sent 1011.
+      assert.equal(info.closeCode, 1006);
+      assert.deepEqual(errors.map((e) => (e as { code?: string }).code), ["PING_TIMEOUT"]);
+    } finally {
+      await server.shutdown();
+    }
+  });
+
+  test("ReconnectingWebSocket reconnects when a silently dead link times out", async () => {
+    let connections = 0;
+    const server = await serve({
+      port: 0,
+      hostname: "127.0.0.1",
+      pingInterval: 0,
+      closeTimeout: 200,
+    }, {
+      open() {
+        connections++;
+      },
+      message(ws, data) {
+        // The first connection goes silent: it stops reading (a promise that
+        // never settles), so the client's pings are never answered.
+        if (data === "freeze") return new Promise(() => {});
+        ws.send(data);
+      },
+    });
+    try {
+      const rws = new ReconnectingWebSocket(server.url, {
+        pingInterval: 100,
+        pingTimeout: 150,
+        closeTimeout: 200,
+        minDelay: 10,
+        maxDelay: 50,
+      });
+      let opens = 0;
+      rws.addEventListener("open", () => opens++);
+      await until(() => opens === 1, 5000, "first open");
+      rws.send("freeze");
+      await until(() => opens === 2, 5000, "reconnected after the keepalive timeout");
+      const echo = new Promise<string>((resolve) =>
+        rws.addEventListener("message", (e) => resolve(String((e as MessageEvent).data)), {
+          once: true,
+        })
+      );
+      rws.send("alive");
+      assert.equal(await within(echo, 5000, "echo on the new link"), "alive");
+      assert.equal(connections, 2);
+      rws.close();
     } finally {
       await server.shutdown();
     }
