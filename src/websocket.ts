@@ -33,7 +33,8 @@ import { CloseCode, isValidWireCloseCode } from "./protocol/close_codes.ts";
 import { parseRequestHead } from "./protocol/http.ts";
 import { WebSocketError } from "./protocol/errors.ts";
 import { joinClock, type KeepaliveSettings, tickPeriod } from "./keepalive.ts";
-import type { FanOutHub, FanOutTarget } from "./pubsub_port.ts";
+import type { FanOutTarget } from "./pubsub_port.ts";
+import type { PubSub, SubscribeOptions } from "./pubsub.ts";
 
 /** A received message: text as `string`, binary as an exactly sized `Uint8Array`. */
 export type Message = string | Uint8Array;
@@ -109,8 +110,11 @@ export interface ConnectionInit<Data> {
   browserCloseCodes?: boolean;
   /** Where user-code errors go when the connection has no error handler or listener. */
   onError?: (error: Error) => void;
-  /** The pub/sub layer, told when output drains and when the connection finishes. */
-  hub?: FanOutHub;
+  /**
+   * The server's pub/sub layer: `subscribe()` and friends go to it, and it
+   * is told when output drains and when the connection finishes.
+   */
+  hub?: PubSub<WebSocketConnection<Data>> | PubSub<WebSocketConnection>;
   /** Called once when the connection is fully closed. */
   onFinish?: (ws: WebSocketConnection<Data>) => void;
 }
@@ -583,6 +587,68 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
   terminate(): void {
     if (this.#attached) this.#closeTransport();
     else this.#close(undefined, "");
+  }
+
+  // --- Pub/sub (server side) ---
+
+  /**
+   * Subscribes this connection to `topic`: every `server.publish(topic, …)`
+   * and every other connection's `publish(topic, …)` reaches it, encoded
+   * once for all subscribers. `options` override the server's slow-subscriber
+   * defaults for this subscription (`policy`, `key`, `maxBuffered`).
+   * Subscribing again updates the options. Unsubscribed automatically on
+   * close. Throws `TypeError` for a topic that is not a string, and on a
+   * client connection (pub/sub is a server feature).
+   *
+   * @example A chat room
+   * ```ts
+   * import { serve } from "@sluice/ws";
+   * const server = await serve({ port: 0 }, {
+   *   open(ws) {
+   *     ws.subscribe("room:lobby");
+   *   },
+   *   message(ws, data) {
+   *     ws.publish("room:lobby", data); // to everyone else in the room
+   *   },
+   * });
+   * await server.shutdown();
+   * ```
+   */
+  subscribe(topic: string, options?: SubscribeOptions): void {
+    this.#pubsub("subscribe").subscribe(this, topic, options);
+  }
+
+  /** Unsubscribes from `topic`; returns `false` if this connection was not subscribed. */
+  unsubscribe(topic: string): boolean {
+    return this.#pubsub("unsubscribe").unsubscribe(this, topic);
+  }
+
+  /** Whether this connection is subscribed to `topic`. */
+  isSubscribed(topic: string): boolean {
+    return this.#pubsub("isSubscribed").isSubscribed(this, topic);
+  }
+
+  /** The topics this connection is subscribed to, in subscription order. */
+  get topics(): readonly string[] {
+    const hub = this.#init.hub as PubSub<WebSocketConnection> | undefined;
+    return hub === undefined ? [] : hub.topicsOf(this);
+  }
+
+  /**
+   * Publishes to every subscriber of `topic` except this connection (as
+   * Bun's `ws.publish` does). Strings go as text, bytes as binary. Returns
+   * how many subscribers it was queued for; never waits for any of them.
+   */
+  publish(topic: string, data: string | ArrayBuffer | ArrayBufferView): number {
+    return this.#pubsub("publish").publish(topic, data, { exclude: this });
+  }
+
+  #pubsub(method: string): PubSub<WebSocketConnection> {
+    const hub = this.#init.hub as PubSub<WebSocketConnection> | undefined;
+    if (hub === undefined) {
+      throw new TypeError(`${method}() is only available on server connections`);
+    }
+    return hub;
   }
 
   // --- The pub/sub seam (FanOutTarget) ---
