@@ -75,7 +75,11 @@ async function runServer(mode: Mode, threshold: number | undefined): Promise<voi
   for await (const line of lines) {
     if (line === "rss") {
       await collect();
-      console.log(JSON.stringify({ rss: rssKiB("self"), connections: server.connections.size }));
+      const { heapUsed, external } = process.memoryUsage();
+      const heap = Math.round((heapUsed + external) / 1024);
+      console.log(
+        JSON.stringify({ rss: rssKiB("self"), heap, connections: server.connections.size }),
+      );
     } else if (line === "exit") {
       break;
     }
@@ -114,7 +118,7 @@ function message(size: number, seed: number): string {
 interface ServerProcess {
   child: ChildProcess;
   port: number;
-  ask(): Promise<{ rss: number; connections: number }>;
+  ask(): Promise<{ rss: number; heap: number; connections: number }>;
   stop(): Promise<void>;
 }
 
@@ -164,6 +168,7 @@ interface Row {
   idleKiB: number;
   afterKiB: number;
   heldKiB: number;
+  heapKiB: number;
 }
 
 async function measure(
@@ -212,6 +217,7 @@ async function measure(
     idleKiB: (idle.rss - base.rss) / connections,
     afterKiB: (after.rss - base.rss) / connections,
     heldKiB: (after.rss - closed.rss) / connections,
+    heapKiB: (after.heap - base.heap) / connections,
   };
 }
 
@@ -248,7 +254,7 @@ async function main(): Promise<void> {
           `${runtime} ${mode.padEnd(11)} ${sizeLabel(size).padStart(7)}: ` +
             `idle ${row.idleKiB.toFixed(1)} KiB/conn, after one message each way ` +
             `${row.afterKiB.toFixed(1)} KiB/conn, of which held by open connections ` +
-            `${row.heldKiB.toFixed(1)}`,
+            `${row.heldKiB.toFixed(1)}, JS heap + external ${row.heapKiB.toFixed(1)}`,
         );
       }
     }
