@@ -13,7 +13,7 @@ import process from "node:process";
 import { parseArgs } from "node:util";
 import { createInterface } from "node:readline";
 import { readFileSync } from "node:fs";
-import { connect, serve, type WebSocketConnection } from "./mod.ts";
+import { connect, HandshakeError, serve, type WebSocketConnection } from "./mod.ts";
 import { CloseCode } from "./src/protocol/close_codes.ts";
 
 const HELP = `Sluice: RFC 6455 WebSockets for Deno and Bun.
@@ -26,16 +26,23 @@ Usage:
 serve options:
   --port N                  Port to listen on (default 8080; 0 picks a free one)
   --hostname H              Interface to listen on (default 0.0.0.0)
-  --mode MODE               echo: send every message back with its type (default)
-                            broadcast: send every message to every connection
+  --mode MODE               echo: send every message back with its type, on any
+                            path (default)
+                            broadcast: the shape load tools compare servers with:
+                            /echo echoes; a connection to /sub subscribes to one
+                            topic; every message sent on /pub is published to all
+                            /sub connections (not back to the publisher); other
+                            paths get 404
   --max-message-size BYTES  Largest message; larger ones close with 1009 (default 16777216)
   --allow-origin ORIGIN     Allow browser connections from ORIGIN only (repeatable;
                             default: any origin)
   --cert FILE --key FILE    Serve wss:// with this PEM certificate chain and key
   --protocol P              Subprotocol the server speaks (repeatable)
-  --compression             Accept permessage-deflate (RFC 7692) offers
+  --compression             Accept permessage-deflate (RFC 7692) offers (broadcast
+                            mode asks for server_no_context_takeover, so that each
+                            published message is compressed once for everyone)
 
-  Any path is accepted. Ctrl-C closes every connection with 1001 and exits.
+  Ctrl-C closes every connection with 1001 and exits.
 
 connect options:
   --header 'K: V'           Extra request header (repeatable)
@@ -87,6 +94,28 @@ function toBase64(bytes: Uint8Array): string {
   return btoa(binary);
 }
 
+/** What a connection does in broadcast mode, by path; `undefined` in echo mode. */
+type BroadcastRole = "echo" | "sub" | "pub" | undefined;
+
+/** The one topic of broadcast mode. */
+const BROADCAST_TOPIC = "broadcast";
+
+function broadcastRoute(request: { url: URL }): { data: BroadcastRole } {
+  switch (request.url.pathname) {
+    case "/echo":
+      return { data: "echo" };
+    case "/sub":
+      return { data: "sub" };
+    case "/pub":
+      return { data: "pub" };
+    default:
+      throw new HandshakeError(
+        404,
+        `No such path: ${request.url.pathname} (use /echo, /sub or /pub)`,
+      );
+  }
+}
+
 async function runServe(args: string[]): Promise<void> {
   const { values } = parseArgs({
     args,
@@ -123,28 +152,26 @@ async function runServe(args: string[]): Promise<void> {
       fail(`cannot read certificate or key: ${(err as Error).message}`);
     }
   }
-  const peers = new Set<WebSocketConnection<undefined>>();
-  const server = await serve({
+  const broadcast = mode === "broadcast";
+  const server = await serve<BroadcastRole>({
     port: positiveInt("--port", values.port, 8080),
     hostname: values.hostname ?? "0.0.0.0",
     maxMessageSize: positiveInt("--max-message-size", values["max-message-size"], 16 * 1024 * 1024),
     allowedOrigins: values["allow-origin"],
     protocols: values.protocol,
-    compression: values.compression ?? false,
+    compression: values.compression
+      ? (broadcast ? { serverNoContextTakeover: true } : true)
+      : false,
     tls,
+    onUpgrade: broadcast ? broadcastRoute : undefined,
   }, {
     open(ws) {
-      peers.add(ws);
+      if (ws.data === "sub") ws.subscribe(BROADCAST_TOPIC);
     },
     message(ws, data) {
-      if (mode === "echo") {
-        ws.send(data);
-        return;
-      }
-      for (const peer of peers) peer.send(data);
-    },
-    close(ws) {
-      peers.delete(ws);
+      // Echo mode leaves data undefined: every path echoes.
+      if (ws.data === "pub") ws.publish(BROADCAST_TOPIC, data);
+      else if (ws.data !== "sub") ws.send(data);
     },
   }).catch((err: Error) => fail(`cannot listen: ${err.message}`, 1));
   process.stdout.write(`Sluice ${mode} server listening on ${server.url}\n`);

@@ -17,7 +17,7 @@
  *   disturbed (default 3, quick 1)
  * - `--idle-connections=N` [BENCH_IDLE_CONNECTIONS]: default 10000
  * - `--only=REGEX`: run only targets/clients whose id matches
- * - `--skip=servers,idle,clients`: leave out whole parts
+ * - `--skip=servers,idle,clients,broadcast`: leave out whole parts
  * - `--wait-quiet=S` [BENCH_WAIT_QUIET]: before each run, wait up to S seconds
  *   for the machine to be nearly idle (under 25% of a core busy), for shared
  *   machines where other work skews the numbers (default 0: do not wait)
@@ -36,6 +36,7 @@
  */
 
 import { type LoadResult, machineCpuSeconds, sleep } from "./lib/proc.ts";
+import type { BroadcastConfig, BroadcastResult } from "./clients/broadcast_load.ts";
 import type { Config, IdleResult } from "./loadgen.ts";
 import {
   capture,
@@ -212,6 +213,242 @@ interface Report {
   servers: ServerRow[];
   idle: IdleRow[];
   clients: ClientRow[];
+  /** Absent in results saved before the broadcast scenario existed. */
+  broadcast?: BroadcastRow[];
+}
+
+interface BroadcastRow {
+  scenario: string;
+  target: string;
+  result?: BroadcastResult;
+  runs: BroadcastResult[];
+  error?: string;
+}
+
+// ---------------------------------------------------------------- broadcast
+
+/** A broadcast server: `/sub` subscribes, each message on `/pub` goes to every subscriber. */
+interface BroadcastTarget {
+  id: string;
+  label: string;
+  runtime: "deno" | "bun" | "node";
+  script: string;
+  /** Offers permessage-deflate (the 16 KiB scenario runs only these). */
+  deflate: boolean;
+  /** The built-in server of the same runtime. */
+  peer?: string;
+}
+
+const BROADCAST_TARGETS: BroadcastTarget[] = [
+  {
+    id: "bcast-sluice-deno",
+    label: "Sluice on Deno (publish)",
+    runtime: "deno",
+    script: "servers/broadcast_sluice.ts",
+    deflate: true,
+    peer: "bcast-deno-builtin",
+  },
+  {
+    id: "bcast-deno-builtin",
+    label: "Deno built-in (send loop)",
+    runtime: "deno",
+    script: "servers/broadcast_deno_builtin.ts",
+    deflate: false,
+  },
+  {
+    id: "bcast-sluice-bun",
+    label: "Sluice on Bun (publish)",
+    runtime: "bun",
+    script: "servers/broadcast_sluice.ts",
+    deflate: true,
+    peer: "bcast-bun-builtin",
+  },
+  {
+    id: "bcast-bun-builtin",
+    label: "Bun built-in (server.publish)",
+    runtime: "bun",
+    script: "servers/broadcast_bun_builtin.ts",
+    deflate: true,
+  },
+  {
+    id: "bcast-ws-node",
+    label: "npm ws on Node (send loop)",
+    runtime: "node",
+    script: "servers/broadcast_ws_node.mjs",
+    deflate: true,
+  },
+];
+
+interface BroadcastScenario {
+  id: string;
+  label: string;
+  size: number;
+  subscribers: number;
+  window: number;
+  compress: boolean;
+}
+
+const BROADCAST_SCENARIOS: BroadcastScenario[] = [
+  {
+    id: "bcast-64B-s1000",
+    label: "64 B to 1000 subscribers, 32 in flight",
+    size: 64,
+    subscribers: 1000,
+    window: 32,
+    compress: false,
+  },
+  {
+    id: "bcast-16KiB-s1000-deflate",
+    label: "16 KiB to 1000 subscribers, deflate, 4 in flight",
+    size: 16 * 1024,
+    subscribers: 1000,
+    window: 4,
+    compress: true,
+  },
+];
+
+async function runBroadcast(tools: Tools, options: Options, report: Report): Promise<void> {
+  const rows: BroadcastRow[] = (report.broadcast ??= []);
+  for (const scenario of BROADCAST_SCENARIOS) {
+    const targets = BROADCAST_TARGETS.filter((t) =>
+      selected(options, t.id) && (!scenario.compress || t.deflate)
+    );
+    const byTarget = new Map<string, BroadcastRow>();
+    for (let round = 1; round <= options.rounds; round++) {
+      for (const target of targets) {
+        const row = byTarget.get(target.id) ??
+          { scenario: scenario.id, target: target.id, runs: [] };
+        byTarget.set(target.id, row);
+        progress(`${scenario.id.padEnd(26)} #${round} ${target.label.padEnd(30)} `);
+        let server: ServerProcess | undefined;
+        try {
+          await waitForQuiet(options);
+          // The servers read the compression switch from the environment they inherit.
+          if (scenario.compress) Deno.env.set("BENCH_BROADCAST_COMPRESS", "1");
+          else Deno.env.delete("BENCH_BROADCAST_COMPRESS");
+          // ServerProcess takes the echo targets' runtimes; runtimeArgv also runs Node.
+          server = await ServerProcess.start(tools, {
+            id: target.id,
+            label: target.label,
+            runtime: target.runtime as Target["runtime"],
+            script: target.script,
+          });
+          const config: BroadcastConfig = {
+            hostname: "127.0.0.1",
+            port: server.port,
+            subscribers: scenario.subscribers,
+            size: scenario.size,
+            window: scenario.window,
+            warmupMs: options.warmupMs,
+            durationMs: options.durationMs,
+            serverPid: server.pid,
+            compress: scenario.compress,
+          };
+          const result = await runJson<BroadcastResult>(
+            tools,
+            runtimeArgv(tools, "bun", "clients/broadcast_load.ts").concat(JSON.stringify(config)),
+            options.warmupMs + options.durationMs + 90_000,
+          );
+          row.runs.push(result);
+          progress(
+            `${fmt(result.messagesPerSec)} deliveries/s` +
+              (result.lost > 0 || result.stalled ? ` (lost ${result.lost})` : "") + "\n",
+          );
+        } catch (error) {
+          row.error = `${(error as Error).message}\n${server?.stderr.slice(-1000) ?? ""}`;
+          progress(`failed: ${row.error.split("\n")[0]}\n`);
+        } finally {
+          Deno.env.delete("BENCH_BROADCAST_COMPRESS");
+          await server?.stop();
+        }
+      }
+    }
+    for (const row of byTarget.values()) {
+      row.result = representative(row.runs) as BroadcastResult | undefined;
+      rows.push(row);
+    }
+  }
+}
+
+function broadcastTable(report: Report): string {
+  const all = report.broadcast ?? [];
+  const find = (scenario: string, target: string | undefined) =>
+    all.find((r) => r.scenario === scenario && r.target === target)?.result;
+  const rows: string[][] = [];
+  for (const scenario of BROADCAST_SCENARIOS) {
+    for (const row of all.filter((r) => r.scenario === scenario.id)) {
+      const target = BROADCAST_TARGETS.find((t) => t.id === row.target)!;
+      const r = row.result;
+      if (r === undefined) {
+        rows.push([scenario.label, target.label, "failed", "", "", "", "", "", "", "", "", ""]);
+        continue;
+      }
+      rows.push([
+        scenario.label,
+        target.label + flags(r),
+        fmt(r.messagesPerSec),
+        fmt(r.publishedPerSec),
+        fmt(r.p50us === null ? null : r.p50us / 1000, 1),
+        fmt(r.p99us === null ? null : r.p99us / 1000, 1),
+        fmt(r.serverCpu),
+        r.serverCpu ? fmt((r.serverCpu * 1e4) / r.messagesPerSec, 2) : "–",
+        fmt(r.loadCpu),
+        fmt(r.otherCpu),
+        `${fmt(r.lost)}${r.stalled ? " (stalled)" : ""}`,
+        target.peer ? ratio(r.messagesPerSec, find(scenario.id, target.peer)?.messagesPerSec) : "",
+      ]);
+    }
+  }
+  return table(
+    [
+      "Scenario",
+      "Server",
+      "deliveries/s",
+      "published/s",
+      "p50 ms",
+      "p99 ms",
+      "server CPU %",
+      "server CPU µs / delivery",
+      "loadgen CPU %",
+      "other CPU %",
+      "lost",
+      "vs built-in",
+    ],
+    rows,
+  );
+}
+
+function broadcastGoals(report: Report): string[] {
+  const all = report.broadcast ?? [];
+  if (all.length === 0) return [];
+  const get = (target: string) =>
+    all.find((r) => r.scenario === "bcast-64B-s1000" && r.target === target)?.result;
+  const lines: string[] = [];
+  const deno = get("bcast-sluice-deno")?.messagesPerSec;
+  const denoBuiltin = get("bcast-deno-builtin")?.messagesPerSec;
+  const denoPass = deno === undefined || denoBuiltin === undefined ? null : deno >= 3 * denoBuiltin;
+  lines.push(
+    "- Broadcast: Sluice on Deno ≥ 3× Deno built-in deliveries/s: " +
+      `${verdict(denoPass)} (${ratio(deno, denoBuiltin)})`,
+  );
+  const bun = get("bcast-sluice-bun")?.messagesPerSec;
+  const bunBuiltin = get("bcast-bun-builtin")?.messagesPerSec;
+  const bunPass = bun === undefined || bunBuiltin === undefined ? null : bun >= bunBuiltin;
+  lines.push(
+    "- Broadcast: Sluice on Bun ≥ Bun's server.publish deliveries/s: " +
+      `${verdict(bunPass)} (${ratio(bun, bunBuiltin)})`,
+  );
+  const sluiceRows = all.filter((r) => r.target.startsWith("bcast-sluice") && r.result);
+  const lost = sluiceRows.reduce((n, r) => n + r.result!.lost, 0);
+  const lostPass = sluiceRows.length === 0
+    ? null
+    : lost === 0 && sluiceRows.every((r) => !r.result!.stalled);
+  lines.push(
+    `- Broadcast: zero lost messages for subscribers that keep up (Sluice): ${
+      verdict(lostPass)
+    } (${lost} lost)`,
+  );
+  return lines;
 }
 
 async function describeMachine(tools: Tools): Promise<Machine> {
@@ -715,6 +952,7 @@ function goals(report: Report): string {
       })`,
     );
   }
+  lines.push(...broadcastGoals(report));
   return lines.join("\n");
 }
 
@@ -723,6 +961,9 @@ function errorsSection(report: Report): string {
     ...report.servers.filter((r) => r.error).map((r) => `${r.scenario} ${r.target}: ${r.error}`),
     ...report.idle.filter((r) => r.error).map((r) => `idle ${r.target}: ${r.error}`),
     ...report.clients.filter((r) => r.error).map((r) => `${r.scenario} ${r.client}: ${r.error}`),
+    ...(report.broadcast ?? []).filter((r) => r.error).map((r) =>
+      `${r.scenario} ${r.target}: ${r.error}`
+    ),
   ];
   if (failed.length === 0) return "";
   return `\n## Failed runs\n\n\`\`\`\n${failed.map((f) => f.slice(0, 600)).join("\n\n")}\n\`\`\`\n`;
@@ -754,6 +995,9 @@ function tables(report: Report): string {
       }`,
     );
   }
+  if ((report.broadcast ?? []).length > 0) {
+    parts.push(`### Broadcast (pub/sub fan-out)\n\n${broadcastTable(report)}\n\n${BROADCAST_NOTE}`);
+  }
   parts.push(`### Goals\n\n${goals(report)}`);
   parts.push(
     "spread %: (max − min) / median msg/s over the rounds. server CPU µs / msg: server CPU " +
@@ -776,6 +1020,13 @@ function machineSection(m: Machine): string {
     `- Load average before / after: ${m.loadAverageBefore} / ${m.loadAverageAfter}`,
   ].join("\n");
 }
+
+const BROADCAST_NOTE = "deliveries/s: messages received per second summed over the " +
+  "subscribers (bench/clients/broadcast_load.ts on Bun, raw sockets, one process); the " +
+  "publisher keeps a window of messages in flight, each done once every subscriber has it. " +
+  "p50/p99: from the publisher's send to a subscriber's receipt (with deflate: every 50th " +
+  "subscriber inflates and is timed). lost: messages missing or out of order at a checked " +
+  "subscriber. Deno's built-in server has no permessage-deflate, so it sits out the 16 KiB row.";
 
 const METHOD = `## What is measured
 
@@ -811,7 +1062,7 @@ interleaved rounds.
 
 Run it: \`deno task bench\` (about 12 minutes on 2 cores), \`deno task bench --quick\` (under
 a minute, smoke only), options \`--duration=S --warmup=S --rounds=N
---idle-connections=N --only=REGEX --skip=servers,idle,clients --wait-quiet=S
+--idle-connections=N --only=REGEX --skip=servers,idle,clients,broadcast --wait-quiet=S
 --nice=N --no-readme\` (see \`bench/run.ts\`). Deno and Bun come from
 \`tools/node_modules/.bin\` (\`npm install --prefix tools\`), Node's \`ws\` from
 \`node_modules\`.
@@ -845,6 +1096,9 @@ async function main(): Promise<void> {
   if (options.from !== null) {
     const saved = JSON.parse(await Deno.readTextFile(options.from)) as Report;
     for (const row of [...saved.servers, ...saved.clients]) row.result = representative(row.runs);
+    for (const row of saved.broadcast ?? []) {
+      row.result = representative(row.runs) as BroadcastResult | undefined;
+    }
     if (options.readme) await Deno.writeTextFile(`${BENCH_DIR}README.md`, readme(saved));
     console.log(`${tables(saved)}\n${machineSection(saved.machine)}`);
     return;
@@ -863,11 +1117,13 @@ async function main(): Promise<void> {
     servers: [],
     idle: [],
     clients: [],
+    broadcast: [],
   };
   const started = performance.now();
   if (!options.skip.has("servers")) await runServers(tools, options, report);
   if (!options.skip.has("idle")) await runIdle(tools, options, report);
   if (!options.skip.has("clients")) await runClients(tools, options, report);
+  if (!options.skip.has("broadcast")) await runBroadcast(tools, options, report);
   report.machine.loadAverageAfter = await loadAverage();
 
   const stamp = report.machine.date.replace(/[:.]/g, "-");

@@ -36,7 +36,8 @@ const Bun = (globalThis as unknown as {
   };
 }).Bun;
 
-const compress = process.argv.includes("--compress");
+const compress = process.argv.includes("--compress") ||
+  process.env.BENCH_BROADCAST_COMPRESS === "1";
 const server: BunServer = Bun.serve({
   port: 0,
   hostname: "127.0.0.1",

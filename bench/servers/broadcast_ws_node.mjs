@@ -7,7 +7,8 @@ import { WebSocketServer } from "ws";
 
 process.on("SIGTERM", () => process.exit(0));
 
-const compress = process.argv.includes("--compress");
+const compress = process.argv.includes("--compress") ||
+  process.env.BENCH_BROADCAST_COMPRESS === "1";
 const subscribers = new Set();
 const wss = new WebSocketServer({
   host: "127.0.0.1",

@@ -130,6 +130,69 @@ describe("cli.ts from source", () => {
     }
   });
 
+  test("serve --mode broadcast: /echo echoes, /pub reaches every /sub but itself, others 404", async () => {
+    const [command, args] = sourceCommand([
+      "serve",
+      "--port",
+      "0",
+      "--hostname",
+      "127.0.0.1",
+      "--mode",
+      "broadcast",
+    ]);
+    const { child, url } = await startServer(command, args);
+    try {
+      const subs = await Promise.all([1, 2, 3].map(() => connect(url + "sub")));
+      const publisher = await connect(url + "pub");
+      const received: (string | Uint8Array)[][] = subs.map(() => []);
+      const done = subs.map((ws, i) =>
+        (async () => {
+          for await (const message of ws.readable) {
+            received[i].push(message);
+            if (received[i].length === 101) break;
+          }
+        })()
+      );
+      const published: (string | Uint8Array)[] = [];
+      for (let i = 0; i < 100; i++) published.push(`message ${i}`);
+      published.push(new Uint8Array([1, 2, 3]));
+      const fromPublisher: (string | Uint8Array)[] = [];
+      publisher.addEventListener(
+        "message",
+        (event) => fromPublisher.push((event as MessageEvent).data),
+      );
+      // The server subscribes /sub connections as they open; wait for the handshakes only.
+      for (const message of published) publisher.send(message);
+      await Promise.race([
+        Promise.all(done),
+        new Promise((_, reject) => setTimeout(() => reject(new Error("timed out")), 15_000)),
+      ]);
+      for (const messages of received) {
+        assert.equal(messages.length, published.length);
+        assert.deepEqual(
+          messages.slice(0, 100),
+          published.slice(0, 100),
+          "every message, in order",
+        );
+        assert.deepEqual(messages[100], new Uint8Array([1, 2, 3]), "bytes stay binary");
+      }
+      // Echo on /echo, and a round trip on the publisher shows nothing came back to it.
+      const echo = await connect(url + "echo");
+      const reader = echo.readable.getReader();
+      echo.send("ping");
+      assert.equal((await reader.read()).value, "ping");
+      assert.deepEqual(fromPublisher, [], "the publisher does not receive its own messages");
+      await assert.rejects(connect(url + "elsewhere"), (error: Error & { status?: number }) => {
+        assert.equal(error.status, 404);
+        return true;
+      });
+      for (const ws of [...subs, publisher, echo]) ws.close(1000);
+      await checkShutdown(child, url + "echo");
+    } finally {
+      child.kill("SIGKILL");
+    }
+  });
+
   test("connect sends stdin lines, prints messages and exits 0 on a normal close", async () => {
     const [command, args] = sourceCommand(["serve", "--port", "0", "--hostname", "127.0.0.1"]);
     const server = await startServer(command, args);
