@@ -95,3 +95,13 @@ export type { DeflateOptions } from "./src/protocol/permessage_deflate.ts";
 export type { InflateFunction } from "./src/protocol/message.ts";
 export { acceptKey, generateKey } from "./src/protocol/handshake.ts";
 export type { NetAddress } from "./src/runtime/transport.ts";
+export type {
+  ConflationKey,
+  PublishedData,
+  PublishOptions,
+  PubSubOptions,
+  ServerStats,
+  SlowPolicy,
+  SubscribeOptions,
+} from "./src/pubsub.ts";
+export type { ShutdownOptions } from "./src/server.ts";

@@ -10,6 +10,8 @@
 /**
  * What a connection offers the pub/sub layer. Implemented by
  * `WebSocketConnection` (server side).
+ *
+ * @internal
  */
 export interface FanOutTarget {
   /**
