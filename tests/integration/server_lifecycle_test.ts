@@ -117,30 +117,49 @@ describe("server.connections lists only open connections", () => {
       const broadcaster = await RawClient.open(port);
       const joiners: RawClient[] = [];
       try {
-        // 60 clients join while the broadcaster sends 200 messages.
+        // Up to 400 clients join while the broadcaster sends 3000 messages in bursts.
+        let stop = false;
         const joining = (async () => {
-          for (let i = 0; i < 60; i++) {
+          while (!stop && joiners.length < 400) {
             const batch = await Promise.all(
-              [0, 1, 2].map(async () => {
+              Array.from({ length: 10 }, async () => {
                 const client = await RawClient.connect(port);
                 client.write(upgradeRequest(`${HOST}:${port}`));
                 return client;
               }),
             );
             joiners.push(...batch);
-            await delay(1);
           }
         })();
-        for (let i = 0; i < 200; i++) {
-          broadcaster.write(buildFrame({ opcode: Op.Text, payload: `m${i}` }));
-          const frame = await broadcaster.expectFrame();
-          assert.equal(frame.opcode, Op.Text, `the broadcaster got ${frame.opcode}, not m${i}`);
-          assert.equal(decoder.decode(frame.payload), `m${i}`);
-          if (i % 20 === 0) await delay(1);
+        // Every turn of the event loop, nothing in the set may still be connecting.
+        let connecting = 0;
+        const watching = (async () => {
+          while (!stop) {
+            for (const ws of server.connections) if (ws.readyState === 0) connecting++;
+            await new Promise((resolve) => setTimeout(resolve, 0));
+          }
+        })();
+        let i = 0;
+        try {
+          for (let burst = 0; burst < 150 && !broadcaster.ended; burst++) {
+            const first = i;
+            for (let k = 0; k < 20; k++) {
+              broadcaster.write(buildFrame({ opcode: Op.Text, payload: `m${i++}` }));
+            }
+            for (let n = first; n < i; n++) {
+              const frame = await broadcaster.expectFrame();
+              assert.equal(frame.opcode, Op.Text, `the broadcaster got ${frame.opcode}, not m${n}`);
+              assert.equal(decoder.decode(frame.payload), `m${n}`);
+            }
+          }
+        } finally {
+          stop = true;
         }
         await within(joining, 20_000, "joiners");
+        await within(watching, 5000, "watcher");
+        assert.equal(connecting, 0, "connections still connecting were listed");
         assert.deepEqual(errors, [], "no send threw, nothing was reported");
-        assert.ok(sends >= 200);
+        assert.ok(sends >= i);
       } finally {
         broadcaster.destroy();
         for (const client of joiners) client.destroy();
