@@ -527,7 +527,7 @@ export class PubSub<Target extends FanOutTarget = FanOutTarget> implements FanOu
   }
 
   /** The counters; `connections` is supplied by the server, which knows them. */
-  stats(connections = this.#peers.size): ServerStats {
+  stats(connections: number = this.#peers.size): ServerStats {
     const closes: Record<number, number> = {};
     for (const [code, n] of [...this.#closes].sort((a, b) => a[0] - b[0])) closes[code] = n;
     return {
