@@ -63,6 +63,13 @@ const stages: Record<string, Stage> = {
     await sleep(SETTLE_MS);
     resetSocket(client.socket);
   },
+  async "before the 101"(port) {
+    // The whole request, then a reset at once: the server is between reading
+    // the request and writing its 101.
+    const client = await RawClient.connect(port, HOST);
+    await client.writeAndFlush(upgradeRequest(`${HOST}:${port}`));
+    resetSocket(client.socket);
+  },
   async "right after 101"(port) {
     const client = await RawClient.open(port, { host: HOST });
     resetSocket(client.socket);
