@@ -13,6 +13,12 @@
  * compression context across messages: their bytes depend on everything they
  * were sent before, so no frame can be shared. Servers that publish to many
  * compressed connections should negotiate `serverNoContextTakeover: true`.
+ * Measured (bench/README.md, 16 KiB JSON-like messages to 1000 subscribers on
+ * a shared 2-core machine): 3.2-3.5 µs of server CPU per delivery with one
+ * compression per publish, against 10.2 µs for Bun's native publish with
+ * compression and 58 µs for npm `ws` deflating per subscriber. Without
+ * compression: 0.5-0.6 µs per delivery (Deno's built-in server with a send
+ * loop: 6.6 µs).
  *
  * ## Slow subscribers
  *
@@ -31,8 +37,9 @@
  *   symbol, a player id; by default the whole topic is one key). While slow
  *   only the newest message per key is held; when the connection drains it
  *   receives one message per key, the newest value, in the order the keys
- *   were first held back. Memory per slow subscriber is bounded by its number
- *   of distinct keys, never by the publish rate.
+ *   were first held back (they are also sent first by the next publish that
+ *   finds the connection no longer slow). Memory per slow subscriber is
+ *   bounded by its number of distinct keys, never by the publish rate.
  *
  * There is never an unbounded queue, and publishing never waits.
  *
