@@ -391,7 +391,11 @@ export async function assertAftermath(echo: EchoServer, options: AftermathOption
     `server.connections should be back to 0, but holds ${server.connections.size}`,
   );
   const { control } = options;
-  assert.deepEqual(control.errors, [], "the control client got every answer");
+  assert.deepEqual(
+    control.errors,
+    [],
+    `the control client failed ${control.errors.length} times: ${control.errors.join("; ")}`,
+  );
   assert.ok(
     control.roundTrips >= options.minRoundTrips,
     `the control client completed ${control.roundTrips} round trips during the attack, ` +
