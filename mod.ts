@@ -95,13 +95,14 @@ export type { DeflateOptions } from "./src/protocol/permessage_deflate.ts";
 export type { InflateFunction } from "./src/protocol/message.ts";
 export { acceptKey, generateKey } from "./src/protocol/handshake.ts";
 export type { NetAddress } from "./src/runtime/transport.ts";
-export type {
-  ConflationKey,
-  PublishedData,
-  PublishOptions,
-  PubSubOptions,
-  ServerStats,
-  SlowPolicy,
-  SubscribeOptions,
+export {
+  type ConflationKey,
+  formatPrometheus,
+  type PublishedData,
+  type PublishOptions,
+  type PubSubOptions,
+  type ServerStats,
+  type SlowPolicy,
+  type SubscribeOptions,
 } from "./src/pubsub.ts";
 export type { ShutdownOptions } from "./src/server.ts";

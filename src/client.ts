@@ -5,6 +5,7 @@
  * @module
  */
 
+import { checkKeepalive, type KeepaliveSettings } from "./keepalive.ts";
 import type { Transport } from "./runtime/transport.ts";
 import { currentRuntime } from "./runtime/mod.ts";
 import { HeadReader, parseResponseHead } from "./protocol/http.ts";
@@ -43,6 +44,23 @@ export interface ConnectOptions<Data = unknown> {
   /** Bytes of unsent output before the connection is dropped. @default {67108864} */
   maxBufferedAmount?: number;
   /**
+   * Milliseconds without hearing from the server after which a ping is sent;
+   * 0 turns keepalive pings off. A silently dead link (a server host that
+   * vanished, a NAT that forgot the flow) is found this way. @default {20000}
+   */
+  pingInterval?: number;
+  /**
+   * Milliseconds to wait for any answer to a keepalive ping before the
+   * connection is failed with 1011; 0 waits forever. @default {20000}
+   */
+  pingTimeout?: number;
+  /**
+   * Milliseconds the server may send no message (pings and pongs do not
+   * count) before the connection is closed with 1001; 0 turns it off.
+   * @default {0}
+   */
+  idleTimeout?: number;
+  /**
    * Bytes of unread messages `ws.readable` may hold; past it the socket is
    * not read until the application catches up. @default {1048576}
    */
@@ -66,6 +84,15 @@ export interface ConnectOptions<Data = unknown> {
    * response that breaks the offer fails the handshake. @default {false}
    */
   compression?: boolean | DeflateOptions;
+}
+
+/** The keepalive settings of `options`, checked (RangeError for a bad value). */
+function keepaliveOf(options: ConnectOptions<unknown>): KeepaliveSettings {
+  return checkKeepalive({
+    pingInterval: options.pingInterval ?? 20_000,
+    pingTimeout: options.pingTimeout ?? 20_000,
+    idleTimeout: options.idleTimeout ?? 0,
+  });
 }
 
 function deflateOptionsOf(option: boolean | DeflateOptions | undefined): DeflateOptions | null {
@@ -265,6 +292,7 @@ function makeConnection<Data>(
     binaryType,
     data: options.data as Data,
     handlers: options.handlers,
+    keepalive: keepaliveOf(options),
   });
 }
 
@@ -410,6 +438,8 @@ export class WebSocket extends WebSocketConnection<undefined> {
       binaryType: options.binaryType ?? "blob",
       data: undefined,
       handlers: options.handlers as WebSocketHandlers<undefined> | undefined,
+      keepalive: keepaliveOf(options),
+      browserCloseCodes: true,
     });
     // Failures surface as error and close events, as in browsers.
     establish(this, target, list, options as ConnectOptions<undefined>).catch(() => {});

@@ -151,10 +151,15 @@ export interface ServeOptions<Data = unknown> {
    */
   idleTimeout?: number;
   /**
-   * Bytes of unsent output a connection may hold; past it the connection is
-   * dropped (its peer is not reading). 16 MiB, as Bun's built-in server: a
-   * server must afford it for every connection whose peer stops reading.
-   * @default {16777216}
+   * Bytes of unsent output a connection may hold: a `send()` that finds more
+   * than this already waiting fails the connection with 1008 (its peer is not
+   * reading). One message of any size is always accepted, so memory per
+   * connection is bounded by this plus one message. 16 MiB, as Bun's
+   * built-in server, or `maxMessageSize` + 1 MiB when that is larger, so that
+   * echoing a maximum-size message and a few small ones behind it always fits.
+   * A server only gets near it by sending on its own (broadcasts, streams):
+   * it stops reading a connection whose output is over 1 MiB, so an echo
+   * cannot be used to fill it. @default {16777216}
    */
   maxBufferedAmount?: number;
   /**
@@ -404,7 +409,8 @@ function resolveConfig<Data>(
   const maxHandshakeSize = options.maxHandshakeSize ?? 16 * 1024;
   const handshakeTimeout = options.handshakeTimeout ?? 10_000;
   const closeTimeout = options.closeTimeout ?? 5_000;
-  const maxBufferedAmount = options.maxBufferedAmount ?? 16 * 1024 * 1024;
+  const maxBufferedAmount = options.maxBufferedAmount ??
+    Math.max(16 * 1024 * 1024, maxMessageSize + 1024 * 1024);
   for (
     const [name, value] of Object.entries({
       maxMessageSize,

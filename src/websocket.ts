@@ -507,8 +507,10 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
    * until `bufferedAmount` is 0 or the `drain` callback. Strings and Blobs
    * are always safe.
    *
-   * A connection whose buffered output (Blobs still being read included)
-   * passes `maxBufferedAmount` is failed: a close frame with 1008 goes after
+   * A send that finds the connection's buffered output (Blobs still being
+   * read included) already over `maxBufferedAmount` fails the connection
+   * (one message of any size is always accepted, so the limit bounds memory
+   * at the limit plus one message): a close frame with 1008 goes after
    * what is already queued, the `error` callback and event report a
    * `WebSocketError` with code `BUFFER_OVERFLOW`, and the socket is closed
    * once that is written or `closeTimeout` passes; `closed` reports 1008.
@@ -521,12 +523,17 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
       this.#sendInOrder(data);
       return;
     }
+    // The limit applies to what was waiting before this message, so one
+    // message of any size may always be queued (a maximum-size echo fits).
+    const before = this.#outputBacklog() + this.#blobBytes;
     // Binary payloads over 16 KiB go to the socket from the caller's buffer,
     // without a copy (as npm ws does): see the doc comment.
     const sent = typeof data === "string"
       ? this.#protocol.sendText(data)
       : this.#protocol.sendBinary(toBytes(data));
-    if (sent) this.#afterSend();
+    if (!sent) return;
+    if (before > this.#init.maxBufferedAmount) return this.#overflow();
+    this.#queued();
   }
 
   /** Sends a ping (payload at most 125 bytes). */
@@ -1197,13 +1204,9 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
       : typeof snapshot === "string"
       ? snapshot.length
       : snapshot.byteLength;
-    this.#blobBytes += size;
     // Blobs count against the limit from the moment they are queued.
-    if (this.bufferedAmount > this.#init.maxBufferedAmount) {
-      this.#blobBytes -= size;
-      this.#overflow();
-      return;
-    }
+    if (this.bufferedAmount > this.#init.maxBufferedAmount) return this.#overflow();
+    this.#blobBytes += size;
     this.#enqueueOrdered(async () => {
       const bytes = snapshot instanceof Blob
         ? new Uint8Array(await snapshot.arrayBuffer())
@@ -1212,7 +1215,7 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
       const sent = typeof bytes === "string"
         ? this.#protocol.sendText(bytes)
         : this.#protocol.sendBinary(bytes);
-      if (sent) this.#afterSend();
+      if (sent) this.#queued();
     });
   }
 
@@ -1233,7 +1236,7 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
     return this.#protocol.outputBytes + this.#inFlight + this.#transport.bufferedAmount;
   }
 
-  /** A frame was queued by this side's own `send()`/`ping()`/`pong()`. */
+  /** A control frame was queued by this side's own `ping()`/`pong()`. */
   #afterSend(): void {
     if (this.bufferedAmount > this.#init.maxBufferedAmount) return this.#overflow();
     this.#queued();

@@ -265,6 +265,17 @@ function inflater(windowBits: number): ZlibEngine {
   return new ZlibEngine(createInflateRaw({ windowBits, chunkSize: Z_MIN_CHUNK }), true);
 }
 
+/**
+ * Throws the codec's error now if node:zlib on this runtime lacks the
+ * internals the codec drives, so that `serve()`/`connect()` with compression
+ * fail at start instead of at each handshake. Builds (and frees) fresh
+ * streams each call: shared engines may predate a change of runtime state.
+ */
+export function assertZlibSupported(): void {
+  inflater(9).close();
+  deflater(9, 1, 1).close();
+}
+
 function sharedEngine(key: string, create: () => ZlibEngine): ZlibEngine {
   let engine = sharedEngines.get(key);
   if (engine === undefined) {

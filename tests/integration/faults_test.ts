@@ -373,7 +373,10 @@ describe("faults: output that backs up", () => {
       closeTimeout: 300,
       onError: () => {},
     }, (ws) => {
+      // One message of any size is accepted; the next send finds the Blob's
+      // 2 MiB still waiting to be read, over the 1 MiB limit.
       ws.send(new Blob([new Uint8Array(2 * 1024 * 1024)]));
+      ws.send("one more");
       ws.closed.then((info) => closed.resolve(info.closeCode));
     });
     try {
