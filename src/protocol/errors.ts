@@ -23,6 +23,7 @@ export type WebSocketErrorCode =
   | "INVALID_UTF8"
   | "FRAME_TOO_BIG"
   | "MESSAGE_TOO_BIG"
+  | "TOO_MANY_FRAGMENTS"
   | "INVALID_COMPRESSED_DATA"
   | "BUFFER_OVERFLOW"
   | "CLOSE_TIMEOUT"

@@ -281,3 +281,39 @@ export function connection(
 export function sent(ws: WebSocketProtocol): DecodedFrame[] {
   return decodeFrames(ws.takeOutput());
 }
+
+/**
+ * The IANA "WebSocket Close Code Number Registry" (RFC 6455 §11.7), written
+ * out here independently of the code under test, with whether each code may
+ * appear in a close frame on the wire.
+ */
+export const IANA_CLOSE_CODES: ReadonlyArray<{ code: number; name: string; onWire: boolean }> = [
+  { code: 1000, name: "Normal Closure", onWire: true },
+  { code: 1001, name: "Going Away", onWire: true },
+  { code: 1002, name: "Protocol error", onWire: true },
+  { code: 1003, name: "Unsupported Data", onWire: true },
+  { code: 1004, name: "Reserved", onWire: false },
+  { code: 1005, name: "No Status Rcvd", onWire: false },
+  { code: 1006, name: "Abnormal Closure", onWire: false },
+  { code: 1007, name: "Invalid frame payload data", onWire: true },
+  { code: 1008, name: "Policy Violation", onWire: true },
+  { code: 1009, name: "Message Too Big", onWire: true },
+  { code: 1010, name: "Mandatory Ext.", onWire: true },
+  { code: 1011, name: "Internal Error", onWire: true },
+  { code: 1012, name: "Service Restart", onWire: true },
+  { code: 1013, name: "Try Again Later", onWire: true },
+  { code: 1014, name: "Bad Gateway", onWire: true },
+  { code: 1015, name: "TLS handshake", onWire: false },
+];
+
+/**
+ * Whether the registry allows `code` on the wire: the table above for
+ * 1000-1015; 1016-2999 are unassigned (reserved for future RFCs); 3000-3999
+ * are registered for libraries and frameworks and 4000-4999 are private use
+ * (§7.4.2); 0-999 and 5000 up are not close codes.
+ */
+export function validOnWire(code: number): boolean {
+  const entry = IANA_CLOSE_CODES.find((e) => e.code === code);
+  if (entry !== undefined) return entry.onWire;
+  return code >= 3000 && code <= 4999;
+}

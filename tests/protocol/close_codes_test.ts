@@ -7,43 +7,7 @@ import {
   parseClosePayload,
 } from "../../src/protocol/close_codes.ts";
 import { WebSocketError } from "../../src/protocol/errors.ts";
-import { bytes, closePayload, concat, utf8 } from "./_helpers.ts";
-
-/**
- * The IANA "WebSocket Close Code Number Registry" (RFC 6455 §11.7), written
- * out here independently of the code under test, with whether each code may
- * appear in a close frame on the wire.
- */
-const IANA_REGISTRY: ReadonlyArray<{ code: number; name: string; onWire: boolean }> = [
-  { code: 1000, name: "Normal Closure", onWire: true },
-  { code: 1001, name: "Going Away", onWire: true },
-  { code: 1002, name: "Protocol error", onWire: true },
-  { code: 1003, name: "Unsupported Data", onWire: true },
-  { code: 1004, name: "Reserved", onWire: false },
-  { code: 1005, name: "No Status Rcvd", onWire: false },
-  { code: 1006, name: "Abnormal Closure", onWire: false },
-  { code: 1007, name: "Invalid frame payload data", onWire: true },
-  { code: 1008, name: "Policy Violation", onWire: true },
-  { code: 1009, name: "Message Too Big", onWire: true },
-  { code: 1010, name: "Mandatory Ext.", onWire: true },
-  { code: 1011, name: "Internal Error", onWire: true },
-  { code: 1012, name: "Service Restart", onWire: true },
-  { code: 1013, name: "Try Again Later", onWire: true },
-  { code: 1014, name: "Bad Gateway", onWire: true },
-  { code: 1015, name: "TLS handshake", onWire: false },
-];
-
-/**
- * Whether the registry allows `code` on the wire: the table above for
- * 1000-1015; 1016-2999 are unassigned (reserved for future RFCs); 3000-3999
- * are registered for libraries and frameworks and 4000-4999 are private use
- * (§7.4.2); 0-999 and 5000 up are not close codes.
- */
-function expectedValid(code: number): boolean {
-  const entry = IANA_REGISTRY.find((e) => e.code === code);
-  if (entry !== undefined) return entry.onWire;
-  return code >= 3000 && code <= 4999;
-}
+import { bytes, closePayload, concat, IANA_CLOSE_CODES, utf8, validOnWire } from "./_helpers.ts";
 
 function assertWebSocketError(fn: () => unknown, code: string, closeCode: number): void {
   assert.throws(fn, (err: unknown) => {
@@ -57,13 +21,13 @@ function assertWebSocketError(fn: () => unknown, code: string, closeCode: number
 describe("isValidWireCloseCode", () => {
   test("classifies every code 0..5000 and a few beyond", () => {
     for (let code = 0; code <= 5000; code++) {
-      assert.equal(isValidWireCloseCode(code), expectedValid(code), `code ${code}`);
+      assert.equal(isValidWireCloseCode(code), validOnWire(code), `code ${code}`);
     }
     for (const code of [65535, 10000, -1]) assert.equal(isValidWireCloseCode(code), false);
   });
 
   test("accepts the registered codes that implementations send: 1012, 1013, 1014", () => {
-    for (const { code, name } of IANA_REGISTRY.filter((e) => e.code >= 1012 && e.onWire)) {
+    for (const { code, name } of IANA_CLOSE_CODES.filter((e) => e.code >= 1012 && e.onWire)) {
       assert.equal(isValidWireCloseCode(code), true, `${code} ${name}`);
     }
   });
@@ -105,7 +69,7 @@ describe("parseClosePayload", () => {
   test("every code 0..5000: valid ones parse, the others fail with 1002", () => {
     for (let code = 0; code <= 5000; code++) {
       const payload = closePayload(code, "r");
-      if (expectedValid(code)) {
+      if (validOnWire(code)) {
         assert.deepEqual(parseClosePayload(payload), { code, reason: "r" }, `code ${code}`);
       } else {
         assertWebSocketError(() => parseClosePayload(payload), "INVALID_CLOSE_CODE", 1002);
@@ -167,7 +131,7 @@ describe("encodeClosePayload", () => {
 
   test("round-trips through parseClosePayload for every sendable code", () => {
     for (let code = 0; code <= 5000; code++) {
-      if (!expectedValid(code)) continue;
+      if (!validOnWire(code)) continue;
       assert.deepEqual(parseClosePayload(encodeClosePayload(code, "∑")), { code, reason: "∑" });
     }
   });

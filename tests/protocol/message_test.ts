@@ -1,7 +1,11 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { FrameParser } from "../../src/protocol/frame.ts";
-import { type InflateFunction, MessageAssembler } from "../../src/protocol/message.ts";
+import {
+  DEFAULT_MAX_FRAGMENTS,
+  type InflateFunction,
+  MessageAssembler,
+} from "../../src/protocol/message.ts";
 import { WebSocketError } from "../../src/protocol/errors.ts";
 import { Opcode } from "../../src/protocol/opcodes.ts";
 import {
@@ -9,6 +13,7 @@ import {
   clientFrame,
   closePayload,
   concat,
+  KEY,
   type MessageEvent,
   MessageRecorder,
   pattern,
@@ -491,6 +496,296 @@ describe("MessageAssembler: maxMessageSize", () => {
     const options = { maxMessageSize: 100, maxFrameSize: 10 };
     assert.equal(feed([text("12345678", false), cont("12345678")], options).events.length, 1);
     assertError(feed([text("12345678901")], options), "FRAME_TOO_BIG", 1009);
+  });
+});
+
+/**
+ * Masked frames carrying `payload` in pieces of `pieceSize` bytes; pieces up
+ * to 125 bytes are written straight into one buffer, since millions of frames
+ * through `clientFrame` would take longer than the code under test.
+ */
+function tinyFragments(opcode: number, payload: Uint8Array, pieceSize = 1): Uint8Array {
+  if (pieceSize > 125) {
+    const frames: Uint8Array[] = [];
+    for (let from = 0; from < payload.length; from += pieceSize) {
+      const fin = from + pieceSize >= payload.length;
+      const piece = payload.subarray(from, from + pieceSize);
+      frames.push(from === 0 ? clientFrame({ opcode, payload: piece, fin }) : cont(piece, fin));
+    }
+    return concat(...frames);
+  }
+  const key = KEY;
+  const count = Math.max(1, Math.ceil(payload.length / pieceSize));
+  const out = new Uint8Array(count * 6 + payload.length);
+  let at = 0;
+  for (let f = 0; f < count; f++) {
+    const from = f * pieceSize;
+    const n = Math.min(pieceSize, payload.length - from);
+    out[at++] = (f === count - 1 ? 0x80 : 0) | (f === 0 ? opcode : Opcode.Continuation);
+    out[at++] = 0x80 | n;
+    out.set(key, at);
+    at += 4;
+    for (let i = 0; i < n; i++) out[at++] = payload[from + i] ^ key[i & 3];
+  }
+  return out;
+}
+
+/** `count` masked empty continuation frames. */
+function emptyContinuations(count: number, fin = false): Uint8Array {
+  const one = cont(bytes(), false);
+  const out = new Uint8Array(one.length * count);
+  for (let i = 0; i < count; i++) out.set(one, i * one.length);
+  if (fin && count > 0) out[out.length - one.length] |= 0x80;
+  return out;
+}
+
+/** A parser and assembler pair, as the connection drives them, with the recorder. */
+function pipeline(options: { maxMessageSize?: number; maxFragments?: number } = {}) {
+  const recorder = new MessageRecorder();
+  const assembler = new MessageAssembler(recorder, {
+    maxMessageSize: options.maxMessageSize ?? MB,
+    maxFragments: options.maxFragments,
+  });
+  const parser = new FrameParser(assembler, { role: "server", maxFrameSize: MB });
+  return { recorder, assembler, parser };
+}
+
+/** Pushes `wire` in chunks of `chunk` bytes, calling `after` after each push. */
+function pushInChunks(
+  parser: FrameParser,
+  wire: Uint8Array,
+  chunk: number,
+  after: () => void,
+): void {
+  for (let i = 0; i < wire.length; i += chunk) {
+    parser.push(wire.subarray(i, i + chunk));
+    after();
+  }
+}
+
+describe("MessageAssembler: fragment bookkeeping", () => {
+  test("empty continuation frames hold no memory, however many there are", () => {
+    const { recorder, assembler, parser } = pipeline({ maxFragments: Infinity });
+    parser.push(binary(bytes(1, 2, 3), false));
+    const held = assembler.bufferedBytes;
+    assert.ok(held >= 3 && held <= 256, `held ${held} bytes for 3`);
+    const flood = emptyContinuations(10_000);
+    for (let round = 0; round < 20; round++) {
+      parser.push(flood);
+      assert.equal(assembler.bufferedBytes, held, `after ${(round + 1) * 10_000} empty frames`);
+      assert.equal(assembler.bufferedParts, 1);
+    }
+    parser.push(cont(bytes(4)));
+    assert.deepEqual(recorder.events, [{ type: "binary", data: bytes(1, 2, 3, 4) }]);
+    assert.equal(assembler.bufferedBytes, 0, "nothing held after the message");
+    assert.equal(assembler.bufferedParts, 0);
+  });
+
+  test("by default a message of more than 65536 fragments fails with 1009", () => {
+    assert.equal(DEFAULT_MAX_FRAGMENTS, 65_536);
+    const { recorder, parser } = pipeline();
+    parser.push(binary(bytes(), false));
+    // The first frame and 65535 continuations are fine...
+    parser.push(emptyContinuations(DEFAULT_MAX_FRAGMENTS - 1));
+    // ...one more is not, even though it carries no bytes.
+    assert.throws(
+      () => parser.push(cont(bytes(), false)),
+      (err: unknown) =>
+        err instanceof WebSocketError && err.code === "TOO_MANY_FRAGMENTS" &&
+        err.closeCode === 1009 && /65536 fragments/.test(err.message),
+    );
+    assert.deepEqual(recorder.events, []);
+  });
+
+  test("maxFragments counts data frames of one message only, not control frames or other messages", () => {
+    const result = (() => {
+      const { recorder, parser } = pipeline({ maxFragments: 3 });
+      for (let m = 0; m < 3; m++) {
+        parser.push(text("a", false));
+        parser.push(ping());
+        parser.push(cont("b", false));
+        parser.push(pong());
+        parser.push(cont("c"));
+      }
+      return recorder.events.filter((e) => e.type === "text");
+    })();
+    assert.deepEqual(result, Array(3).fill({ type: "text", data: "abc" }));
+    const { parser } = pipeline({ maxFragments: 3 });
+    parser.push(concat(text("a", false), cont("b", false), cont("c", false)));
+    assert.throws(() => parser.push(cont("d")), /more than 3 fragments/);
+  });
+
+  test("maxFragments must be at least 1", () => {
+    for (const bad of [0, -1, NaN]) {
+      assert.throws(
+        () =>
+          new MessageAssembler(new MessageRecorder(), { maxMessageSize: MB, maxFragments: bad }),
+        RangeError,
+      );
+    }
+  });
+
+  test("a 2 MB binary message in 1-byte fragments arrives whole, holding at most twice what came", () => {
+    const size = 2 * MB;
+    const message = pattern(size);
+    const wire = tinyFragments(Opcode.Binary, message);
+    const { recorder, assembler, parser } = pipeline({
+      maxMessageSize: 4 * MB,
+      maxFragments: size,
+    });
+    let received = 0;
+    let peak = 0;
+    // 64 KiB reads hold about 9362 fragments each.
+    pushInChunks(parser, wire, 64 * 1024, () => {
+      received = Math.min(size, received + Math.floor(64 * 1024 / 7));
+      peak = Math.max(peak, assembler.bufferedBytes);
+      if (recorder.events.length === 0) {
+        assert.ok(
+          assembler.bufferedBytes <= 256 + 2 * (received + 1),
+          `${assembler.bufferedBytes} bytes held after about ${received} received`,
+        );
+        // Not one buffer per fragment: a few per 64 KiB.
+        assert.ok(
+          assembler.bufferedParts <= 2 + received / 32_768,
+          `${assembler.bufferedParts} buffers held for about ${received} fragments`,
+        );
+      }
+    });
+    assert.equal(recorder.events.length, 1);
+    const event = recorder.events[0];
+    assert.equal(event.type, "binary");
+    assert.ok(event.type === "binary" && event.data.length === size);
+    assert.ok(event.type === "binary" && Buffer.compare(event.data, message) === 0);
+    assert.ok(peak <= 4 * MB, `peak ${peak}`);
+    assert.equal(assembler.bufferedBytes, 0);
+  });
+
+  test("the message buffer never grows past maxMessageSize", () => {
+    const max = 100_000;
+    const message = pattern(max);
+    for (const piece of [1, 7, 1000, 33_333]) {
+      const { recorder, assembler, parser } = pipeline({ maxMessageSize: max, maxFragments: max });
+      pushInChunks(parser, tinyFragments(Opcode.Binary, message, piece), 4096, () => {
+        assert.ok(assembler.bufferedBytes <= max, `${assembler.bufferedBytes} > ${max}`);
+      });
+      assert.equal(recorder.events.length, 1, `pieces of ${piece}`);
+      const event = recorder.events[0];
+      assert.ok(event.type === "binary" && Buffer.compare(event.data, message) === 0);
+    }
+  });
+
+  test("the binary message handed over is exactly sized, whatever the buffer grew to", () => {
+    const { recorder, parser } = pipeline();
+    parser.push(concat(binary(pattern(300), false), cont(pattern(5), false), cont(pattern(1))));
+    const event = recorder.events[0];
+    assert.ok(event.type === "binary");
+    assert.equal(event.data.length, 306);
+    // MessageRecorder copies; check the original through a handler of our own.
+    let original: Uint8Array | null = null;
+    const assembler = new MessageAssembler({
+      ...new MessageRecorder(),
+      text() {},
+      ping() {},
+      pong() {},
+      close() {},
+      binary(data) {
+        original = data;
+      },
+    }, { maxMessageSize: MB });
+    new FrameParser(assembler, { role: "server", maxFrameSize: MB }).push(
+      concat(binary(pattern(300), false), cont(pattern(5), false), cont(pattern(1))),
+    );
+    assert.ok(original !== null);
+    const data: Uint8Array = original;
+    assert.equal(data.byteOffset, 0);
+    assert.equal(data.buffer.byteLength, 306);
+  });
+
+  test("small and large fragments mixed keep their order, binary and text", () => {
+    const sizes = [1, 5000, 3, 3, 70_000, 2, 4096, 0, 4095, 65_536, 1, 0];
+    const total = sizes.reduce((a, b) => a + b, 0);
+    // Exactly `total` bytes of text: cut at a character boundary, padded with ASCII.
+    const long = utf8("é€𝄞x".repeat(total));
+    let cut = total;
+    while ((long[cut] & 0xc0) === 0x80) cut--;
+    const textBytes = concat(long.subarray(0, cut), utf8("x".repeat(total - cut)));
+    const pairs = [[Opcode.Binary, pattern(total)], [Opcode.Text, textBytes]] as const;
+    for (const [opcode, payload] of pairs) {
+      const frames: Uint8Array[] = [];
+      let at = 0;
+      sizes.forEach((size, i) => {
+        const end = i === sizes.length - 1 ? payload.length : at + size;
+        const piece = payload.subarray(at, end);
+        const fin = i === sizes.length - 1;
+        frames.push(i === 0 ? clientFrame({ opcode, payload: piece, fin }) : cont(piece, fin));
+        at = end;
+      });
+      for (const chunk of [1 << 20, 1000, 7]) {
+        const { recorder, assembler, parser } = pipeline({ maxMessageSize: total });
+        pushInChunks(parser, concat(...frames), chunk, () => {
+          assert.ok(assembler.bufferedBytes <= total);
+        });
+        if (opcode === Opcode.Binary) {
+          assert.deepEqual(recorder.events, [{ type: "binary", data: payload }]);
+        } else {
+          const expected = new TextDecoder().decode(payload);
+          assert.deepEqual(recorder.events, [{ type: "text", data: expected }]);
+        }
+      }
+    }
+  });
+
+  test("text in 1-byte fragments, characters cut everywhere, is decoded whole", () => {
+    const message = "a€𝄞ü\u{10FFFF}\uFEFFz".repeat(5_000);
+    const wire = tinyFragments(Opcode.Text, utf8(message));
+    const { recorder, assembler, parser } = pipeline({ maxFragments: Infinity });
+    let peak = 0;
+    pushInChunks(parser, wire, 1000, () => {
+      peak = Math.max(peak, assembler.bufferedBytes);
+    });
+    assert.deepEqual(recorder.events, [{ type: "text", data: message }]);
+    assert.ok(peak <= 2 * utf8(message).length, `peak ${peak}`);
+  });
+
+  test("invalid UTF-8 in 1-byte fragments fails on the fragment with the bad byte", () => {
+    const good = utf8("ok € ");
+    const wire = tinyFragments(Opcode.Text, concat(good, bytes(0xe2, 0x28, 0x41, 0x41)));
+    const { parser } = pipeline();
+    const perFrame = 7;
+    // Every frame up to the good bytes and the lead byte E2 is accepted.
+    parser.push(wire.subarray(0, (good.length + 1) * perFrame));
+    assert.throws(
+      () => parser.push(wire.subarray((good.length + 1) * perFrame, (good.length + 2) * perFrame)),
+      (err: unknown) => err instanceof WebSocketError && err.closeCode === 1007,
+    );
+  });
+
+  test("a compressed message in 1-byte fragments is joined once and inflated", () => {
+    const calls: Uint8Array[] = [];
+    const inflate: InflateFunction = (data) => {
+      calls.push(data.slice());
+      return data.slice().reverse();
+    };
+    const payload = utf8("olleh".repeat(1000));
+    const wire = tinyFragments(Opcode.Text, payload);
+    wire[0] |= 0x40; // RSV1 on the first frame
+    const recorder = new MessageRecorder();
+    const assembler = new MessageAssembler(recorder, {
+      maxMessageSize: MB,
+      maxFragments: Infinity,
+      inflate,
+    });
+    const parser = new FrameParser(assembler, {
+      role: "server",
+      maxFrameSize: MB,
+      allowRsv1: true,
+    });
+    pushInChunks(parser, wire, 333, () => {
+      assert.ok(assembler.bufferedBytes <= 2 * payload.length);
+    });
+    assert.deepEqual(recorder.events, [{ type: "text", data: "hello".repeat(1000) }]);
+    assert.equal(calls.length, 1);
+    assert.deepEqual(calls[0], payload);
   });
 });
 
