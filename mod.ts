@@ -85,6 +85,11 @@ export {
   FrameEncoderStream,
 } from "./src/streams/frame_stream.ts";
 export {
+  type ByteStreamPair,
+  type StreamConnectionOptions,
+  webSocketFromStreams,
+} from "./src/stream_connection.ts";
+export {
   type DecodedMessage,
   type MessageDecoderOptions,
   MessageDecoderStream,

@@ -127,6 +127,8 @@ export interface AttachInit {
   /** The other side's handshake headers, or the raw request head to parse them from on demand. */
   headers: Headers | Uint8Array;
   codec: MessageCodec | null;
+  /** Open in a later task even on the server side, so the caller can attach listeners first. */
+  deferOpen?: boolean;
 }
 
 /** Chunks up to this size are copied together into one write; larger ones go as they are. */
@@ -880,7 +882,7 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
         },
       } satisfies ProtocolHandler,
     );
-    if (init.role === "server") return this.#open(initial);
+    if (init.role === "server" && attach.deferOpen !== true) return this.#open(initial);
     // A client's caller gets the connection only after this returns (when
     // `await connect()` resumes): open it, and deliver bytes that came with
     // the 101, in a later task, once the caller could attach its handlers.

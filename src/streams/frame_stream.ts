@@ -1,11 +1,13 @@
 /**
  * Frame stages as `TransformStream`s: bytes → frames and frames → bytes.
  *
- * Each stage wraps one protocol core class, so a pipeline built from stages
- * behaves exactly like a Sluice connection. Connections themselves run the
- * same core classes back to back in one synchronous step per socket read
- * (no promise per frame), which these stages cannot do across their
- * boundaries.
+ * Each stage wraps one protocol core class: the connection runs the same
+ * classes back to back in one synchronous step per socket read (no promise
+ * per frame), which stages cannot do across their boundaries. A pipeline of
+ * stages parses and builds frames and messages with the same rules and
+ * limits, but the closing handshake, automatic pongs and compression are the
+ * pipeline owner's job; for a complete connection over a pair of byte
+ * streams use `webSocketFromStreams()`.
  *
  * @module
  */
