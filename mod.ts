@@ -96,7 +96,7 @@ export {
   type MessageEncoderOptions,
   MessageEncoderStream,
 } from "./src/streams/message_stream.ts";
-export type { DeflateOptions } from "./src/protocol/permessage_deflate.ts";
+export type { DeflateOptions, NegotiatedDeflate } from "./src/protocol/permessage_deflate.ts";
 export type { InflateFunction } from "./src/protocol/message.ts";
 export { acceptKey, generateKey } from "./src/protocol/handshake.ts";
 export type { NetAddress } from "./src/runtime/transport.ts";
