@@ -476,6 +476,9 @@ export class PerMessageDeflate {
    *
    * Throws {@linkcode DecompressedTooBigError} as soon as the output exceeds
    * `maxSize` bytes, and {@linkcode DecompressionError} for invalid data.
+   * Input that is both may raise either, depending on how it is split into
+   * chunks (zlib can find the bad code in the call that produced the byte
+   * too many); both fail the connection.
    * After either, a direction with context takeover has lost its window and
    * every later call throws {@linkcode DecompressionError}: close the
    * connection.
