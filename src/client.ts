@@ -37,6 +37,8 @@ export interface ConnectOptions<Data = unknown> {
   maxMessageSize?: number;
   /** Largest single frame in bytes. @default {maxMessageSize} */
   maxFrameSize?: number;
+  /** Most frames one message may span; more fail the connection (1009). @default {65536} */
+  maxFragments?: number;
   /** Largest response head in bytes. @default {65536} */
   maxHandshakeSize?: number;
   /** Milliseconds to wait for the server's close frame and EOF after closing. @default {5000} */
@@ -286,6 +288,7 @@ function makeConnection<Data>(
     url: url.href,
     maxMessageSize,
     maxFrameSize: options.maxFrameSize ?? maxMessageSize,
+    maxFragments: options.maxFragments,
     closeTimeout: options.closeTimeout ?? 5_000,
     maxBufferedAmount: options.maxBufferedAmount ?? 64 * 1024 * 1024,
     readableHighWaterMark: options.readableHighWaterMark,
@@ -432,6 +435,7 @@ export class WebSocket extends WebSocketConnection<undefined> {
       url: target.href,
       maxMessageSize,
       maxFrameSize: options.maxFrameSize ?? maxMessageSize,
+      maxFragments: options.maxFragments,
       closeTimeout: options.closeTimeout ?? 5_000,
       maxBufferedAmount: options.maxBufferedAmount ?? 64 * 1024 * 1024,
       readableHighWaterMark: options.readableHighWaterMark,

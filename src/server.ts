@@ -124,6 +124,13 @@ export interface ServeOptions<Data = unknown> {
   maxMessageSize?: number;
   /** Largest single frame in bytes. @default {maxMessageSize} */
   maxFrameSize?: number;
+  /**
+   * Most frames one message may span; more close the connection with 1009.
+   * Memory never depends on it (fragments are joined into one buffer bounded
+   * by `maxMessageSize`); it bounds the work a flood of empty or 1-byte
+   * fragments can cause. @default {65536}
+   */
+  maxFragments?: number;
   /** Largest request head in bytes; larger ones get 431. @default {16384} */
   maxHandshakeSize?: number;
   /**
@@ -731,6 +738,7 @@ class WebSocketServer<Data> implements Server {
       role: "server",
       url: request.url.href.replace(/^http/, "ws"),
       maxMessageSize: config.maxMessageSize,
+      maxFragments: config.options.maxFragments,
       maxFrameSize: config.maxFrameSize,
       closeTimeout: config.closeTimeout,
       maxBufferedAmount: config.maxBufferedAmount,

@@ -97,6 +97,8 @@ export interface ConnectionInit<Data> {
   url: string;
   maxMessageSize: number;
   maxFrameSize: number;
+  /** Most frames one data message may span (default in the protocol core). */
+  maxFragments?: number;
   closeTimeout: number;
   maxBufferedAmount: number;
   /** Bytes of unread messages the `readable` holds before the socket is paused. */
@@ -866,6 +868,7 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
       {
         role: init.role,
         maxMessageSize: init.maxMessageSize,
+        maxFragments: init.maxFragments,
         maxFrameSize: init.maxFrameSize,
         codec: attach.codec,
       },

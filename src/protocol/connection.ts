@@ -62,6 +62,8 @@ export interface ProtocolOptions {
   maxMessageSize: number;
   /** Largest single frame in bytes. @default {maxMessageSize} */
   maxFrameSize?: number;
+  /** Most frames one data message may span before close 1009. @default {65536} */
+  maxFragments?: number;
   /** The negotiated compression, if any. */
   codec?: MessageCodec | null;
 }
@@ -125,6 +127,7 @@ export class WebSocketProtocol {
     };
     this.#assembler = new MessageAssembler(events, {
       maxMessageSize: options.maxMessageSize,
+      maxFragments: options.maxFragments,
       inflate: this.#codec?.decompress,
     });
     this.#parser = new FrameParser(this.#assembler, {
