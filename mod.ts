@@ -39,11 +39,17 @@ export {
   type ConnectionEnd,
   type DisconnectedPolicy,
   type JitterMode,
+  type OpenAttempt,
+  type OpenedSocket,
+  type ReconnectableSocket,
   ReconnectEvent,
+  ReconnectingSocket,
   ReconnectingWebSocket,
   type ReconnectingWebSocketEventMap,
   type ReconnectOptions,
+  type ReconnectPolicyOptions,
   shouldReconnectByDefault,
+  type SocketOpener,
 } from "./src/reconnect.ts";
 export {
   type BinaryType,
