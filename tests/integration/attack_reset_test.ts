@@ -20,7 +20,6 @@ import {
   type EchoServer,
   eventually,
   HOST,
-  isBun,
   knownFailure,
   MiB,
   mib,
@@ -186,11 +185,5 @@ test(
     );
     await assertAftermath(echo, { baselineRss, control: result, minRoundTrips: 5, drainMs: 5000 });
   },
-  {
-    cleanup,
-    ...knownFailure(
-      isBun ? undefined : "Deno keeps ~256 KiB (the grown read buffer) per connection that " +
-        "ended abruptly with output pending; clean closes keep nothing",
-    ),
-  },
+  { cleanup },
 );
