@@ -117,3 +117,4 @@ export {
   type SubscribeOptions,
 } from "./src/pubsub.ts";
 export type { ShutdownOptions } from "./src/server.ts";
+export type { Broker, BrokerHealth, BrokerReceiver, BrokerStats } from "./src/broker.ts";

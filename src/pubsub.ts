@@ -57,6 +57,7 @@
  */
 
 import type { FanOutHub, FanOutTarget } from "./pubsub_port.ts";
+import type { BrokerStats } from "./broker.ts";
 import type { WebSocketConnection } from "./websocket.ts";
 import { encodeFrame } from "./protocol/frame.ts";
 import { Opcode } from "./protocol/opcodes.ts";
@@ -212,6 +213,24 @@ export interface ServerStats {
   encodings: number;
   /** Closed connections by close code (1006 when the connection dropped). */
   closes: Record<number, number>;
+  /** The broker link's health and counters, when the server has a broker (`serve({ broker })`). */
+  broker?: BrokerStats;
+}
+
+/**
+ * Where a hub sends what must cross process boundaries (a broker link, see
+ * `broker.ts`): each local publish after its local fan-out, and the topics
+ * that gain their first or lose their last local subscriber.
+ *
+ * @internal
+ */
+export interface PubSubRelay {
+  /** A local publish, already delivered locally: `text` says how to frame it elsewhere. */
+  published(topic: string, payload: Uint8Array, text: boolean): void;
+  /** `topic` has its first local subscriber. */
+  topicAdded(topic: string): void;
+  /** `topic` lost its last local subscriber. */
+  topicRemoved(topic: string): void;
 }
 
 /** The default `maxBuffered`: 1 MiB. */
@@ -369,6 +388,7 @@ export class PubSub<Target extends FanOutTarget = FanOutTarget> implements FanOu
   readonly #compressors = new Map<string, PerMessageDeflate>();
   #nextId = 1;
   #subscriptions = 0;
+  #relay: PubSubRelay | null = null;
   // Counters (see ServerStats).
   #published = 0;
   #publishedBytes = 0;
@@ -431,6 +451,7 @@ export class PubSub<Target extends FanOutTarget = FanOutTarget> implements FanOu
     if (subscribers === undefined) {
       subscribers = new Map();
       this.#topics.set(topic, subscribers);
+      this.#relay?.topicAdded(topic);
     }
     subscribers.set(ws, sub);
     this.#subscriptions++;
@@ -488,12 +509,43 @@ export class PubSub<Target extends FanOutTarget = FanOutTarget> implements FanOu
   ): number {
     checkTopic(topic);
     const message = toPayload(data);
-    const subscribers = this.#topics.get(topic);
     const payload = typeof message === "string" ? textEncoder.encode(message) : message;
     this.#published++;
     this.#publishedBytes += payload.length;
+    const count = this.#fanOut(topic, message, payload, options?.exclude);
+    // After the local fan-out, so that local subscribers never wait on a broker.
+    this.#relay?.published(topic, payload, typeof message === "string");
+    return count;
+  }
+
+  /**
+   * Routes local publishes, and topics gaining or losing local subscribers,
+   * to `relay` (a broker link); `null` stops that. Topics that already have
+   * subscribers are announced to the new relay at once.
+   */
+  setRelay(relay: PubSubRelay | null): void {
+    this.#relay = relay;
+    if (relay !== null) { for (const topic of this.#topics.keys()) relay.topicAdded(topic); }
+  }
+
+  /**
+   * Delivers a message that was published in another process to this
+   * process's subscribers of `topic` (same encode-once fan-out and slow
+   * policies as {@linkcode publish}), without relaying it again. `payload`
+   * is `data` as bytes (its UTF-8 for text).
+   */
+  deliverRemote(topic: string, data: PublishedData, payload: Uint8Array): number {
+    return this.#fanOut(topic, data, payload, undefined);
+  }
+
+  #fanOut(
+    topic: string,
+    message: PublishedData,
+    payload: Uint8Array,
+    exclude: Target | undefined,
+  ): number {
+    const subscribers = this.#topics.get(topic);
     if (subscribers === undefined) return 0;
-    const exclude = options?.exclude;
     const opcode = typeof message === "string" ? Opcode.Text : Opcode.Binary;
     this.#encodings++;
     const encoded = new Encoded(message, payload, opcode, encodeFrame(opcode, payload));
@@ -563,7 +615,10 @@ export class PubSub<Target extends FanOutTarget = FanOutTarget> implements FanOu
     const subscribers = this.#topics.get(sub.topic);
     if (subscribers !== undefined && subscribers.get(ws) === sub) {
       subscribers.delete(ws);
-      if (subscribers.size === 0) this.#topics.delete(sub.topic);
+      if (subscribers.size === 0) {
+        this.#topics.delete(sub.topic);
+        this.#relay?.topicRemoved(sub.topic);
+      }
     }
     this.#subscriptions--;
     if (peer.held !== null) {

@@ -23,6 +23,7 @@ import { assertZlibSupported, PerMessageDeflate } from "./protocol/deflate_codec
 import { CloseCode, isValidWireCloseCode } from "./protocol/close_codes.ts";
 import { type BinaryType, WebSocketConnection, type WebSocketHandlers } from "./websocket.ts";
 import { type PublishOptions, PubSub, type PubSubOptions, type ServerStats } from "./pubsub.ts";
+import { type Broker, type BrokerHealth, BrokerLink } from "./broker.ts";
 
 /** TLS material for {@linkcode serve}: PEM strings or PEM file paths. */
 export type TlsOptions = { cert: string; key: string } | { certFile: string; keyFile: string };
@@ -193,6 +194,28 @@ export interface ServeOptions<Data = unknown> {
    * `onError`). @default {{ policy: "drop", maxBuffered: 1048576 }}
    */
   pubsub?: PubSubOptions<WebSocketConnection<Data>>;
+  /**
+   * Lets several processes listen on the same port (`SO_REUSEPORT`): on
+   * Linux the kernel spreads incoming connections across them. Deno needs
+   * its unstable net API for this (`deno run --unstable-net`); without it
+   * `serve()` throws an error saying so. @default {false}
+   */
+  reusePort?: boolean;
+  /**
+   * A message bus that carries publishes to and from other processes
+   * (`RedisBroker` from `@sluice/ws/redis`): `server.publish` and
+   * `ws.publish` reach subscribers in every process, at most once each, in
+   * order per publisher and topic. `serve()` starts it before listening
+   * (and throws when it cannot reach it, unless it was built to start
+   * degraded) and closes it after shutdown.
+   */
+  broker?: Broker;
+  /**
+   * Called when the broker's health changes (`"down"` with the error during
+   * an outage, `"up"` once it is back and resubscribed). Local delivery goes
+   * on meanwhile. @default log the change with `console.error`
+   */
+  onBrokerHealth?: (health: BrokerHealth, error: Error | null) => void;
 }
 
 /** The function form of a handler: called for each connection as it opens. */
@@ -496,10 +519,14 @@ class WebSocketServer<Data> implements Server {
   #resolveFinished!: () => void;
   readonly #hub: PubSub<WebSocketConnection<Data>>;
 
-  constructor(listener: Listener, config: ServerConfig<Data>) {
+  readonly #broker: BrokerLink | null;
+
+  constructor(listener: Listener, config: ServerConfig<Data>, broker: BrokerLink | null = null) {
     this.#listener = listener;
     this.#config = config;
     this.#hub = new PubSub(config.options.pubsub, config.compression);
+    this.#broker = broker;
+    broker?.attach(this.#hub);
     this.addr = listener.addr;
     const scheme = config.handshake.secure ? "wss" : "ws";
     this.url = `${scheme}://${formatHost(this.addr.hostname)}:${this.addr.port}/`;
@@ -541,7 +568,9 @@ class WebSocketServer<Data> implements Server {
   }
 
   stats(): ServerStats {
-    return this.#hub.stats(this.#connections.size);
+    const stats = this.#hub.stats(this.#connections.size);
+    if (this.#broker !== null) stats.broker = this.#broker.stats();
+    return stats;
   }
 
   shutdown(options: ShutdownOptions = {}): Promise<void> {
@@ -565,7 +594,10 @@ class WebSocketServer<Data> implements Server {
       for (const ws of this.#connections) ws.terminate();
     }, this.#config.closeTimeout + 100);
     this.#maybeFinished();
-    this.#shutdown = this.finished.then(() => clearTimeout(timer));
+    this.#shutdown = this.finished.then(() => {
+      clearTimeout(timer);
+      return this.#broker?.close();
+    });
     return this.#shutdown;
   }
 
@@ -777,6 +809,31 @@ async function responseBytes(core: ServerHandshake, response: Response): Promise
   return core.reject(response.status, body.replace(/\n$/, ""), new Headers(response.headers));
 }
 
+/** Connects `options.broker`, if any, before the server listens. */
+async function startBroker<Data>(options: ServeOptions<Data>): Promise<BrokerLink | null> {
+  const { broker, onBrokerHealth, onError } = options;
+  if (broker === undefined) return null;
+  const report = (error: Error) => {
+    if (onError !== undefined) onError(error);
+    else console.error("Sluice broker:", error);
+  };
+  const link = new BrokerLink(broker, {
+    onHealth: onBrokerHealth ?? ((health, error) => {
+      if (health === "down") console.error(`Sluice broker down: ${error?.message ?? "unknown"}`);
+      else if (health === "up") console.error("Sluice broker up");
+    }),
+    onError: (error) => {
+      try {
+        report(error);
+      } catch (thrown) {
+        console.error("Sluice server: onError threw", thrown, "while reporting", error);
+      }
+    },
+  });
+  await link.start();
+  return link;
+}
+
 /**
  * Starts a WebSocket server on Deno or Bun.
  *
@@ -814,12 +871,20 @@ export async function serve<Data = undefined>(
   handler: ConnectionHandler<Data> | WebSocketHandlers<Data>,
 ): Promise<Server> {
   const config = resolveConfig(options, handler);
-  const listener = await currentRuntime().listen({
-    hostname: options.hostname ?? "0.0.0.0",
-    port: options.port ?? 8080,
-    tls: options.tls === undefined ? undefined : await loadTls(options.tls),
-  });
-  const server = new WebSocketServer<Data>(listener, config);
+  const broker = await startBroker(options);
+  let listener: Listener;
+  try {
+    listener = await currentRuntime().listen({
+      hostname: options.hostname ?? "0.0.0.0",
+      port: options.port ?? 8080,
+      tls: options.tls === undefined ? undefined : await loadTls(options.tls),
+      reusePort: options.reusePort,
+    });
+  } catch (error) {
+    await broker?.close();
+    throw error;
+  }
+  const server = new WebSocketServer<Data>(listener, config, broker);
   const { signal } = options;
   if (signal !== undefined) {
     if (signal.aborted) server.shutdown();

@@ -68,6 +68,7 @@ interface BunApi {
     hostname: string;
     port: number;
     tls?: { cert: string; key: string };
+    reusePort?: boolean;
     socket: BunSocketHandler;
   }): BunListener;
   connect(options: {
@@ -403,7 +404,7 @@ class BunListenerImpl implements Listener {
   #closed = false;
 
   constructor(options: ListenOptions) {
-    const { hostname, port, tls } = options;
+    const { hostname, port, tls, reusePort } = options;
     // Server sockets are handed out at TCP accept, TLS or not; a failed TLS
     // handshake closes the transport, whose reads then end.
     const handlers = BunTransport.handlers((transport, error) => {
@@ -420,6 +421,7 @@ class BunListenerImpl implements Listener {
       hostname,
       port,
       tls: tls === undefined ? undefined : { cert: tls.cert, key: tls.key },
+      reusePort: reusePort === true,
       socket: handlers,
     });
     this.addr = { hostname: this.#listener.hostname, port: this.#listener.port };

@@ -469,9 +469,35 @@ async function listenTls(options: ListenOptions & { tls: TlsServerOptions }): Pr
 }
 
 function listen(options: ListenOptions): Promise<Listener> {
-  const { hostname, port, tls } = options;
-  if (tls !== undefined) return listenTls({ ...options, tls });
-  const listener = Deno.listen({ hostname, port, transport: "tcp" });
+  const { hostname, port, tls, reusePort = false } = options;
+  if (tls !== undefined) {
+    if (reusePort) {
+      return Promise.reject(
+        new Error(
+          "reusePort is not supported with tls on Deno: terminate TLS in front of the " +
+            "workers, or run them on Bun",
+        ),
+      );
+    }
+    return listenTls({ ...options, tls });
+  }
+  let listener: Deno.Listener;
+  try {
+    listener = reusePort
+      ? Deno.listen({ hostname, port, transport: "tcp", reusePort } as Deno.TcpListenOptions)
+      : Deno.listen({ hostname, port, transport: "tcp" });
+  } catch (error) {
+    if (reusePort && /unstable/i.test(String((error as Error)?.message))) {
+      return Promise.reject(
+        new Error(
+          "reusePort needs Deno's unstable net API: run with `deno run --unstable-net` " +
+            '(or add "unstable": ["net"] to deno.json)',
+          { cause: error },
+        ),
+      );
+    }
+    return Promise.reject(error);
+  }
   return Promise.resolve(new DenoListener(listener, true));
 }
 

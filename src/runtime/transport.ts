@@ -117,6 +117,12 @@ export interface ListenOptions {
   port: number;
   /** When set, the listener speaks TLS. */
   tls?: TlsServerOptions;
+  /**
+   * Sets `SO_REUSEPORT`, so that several processes can listen on the same
+   * port (Linux spreads connections across them). Deno: needs
+   * `--unstable-net`, and plain TCP only.
+   */
+  reusePort?: boolean;
 }
 
 /** Options for {@linkcode RuntimeAdapter.connect}. */
