@@ -15,6 +15,13 @@ import { createInterface } from "node:readline";
 import { readFileSync } from "node:fs";
 import { connect, HandshakeError, serve, type WebSocketConnection } from "./mod.ts";
 import { CloseCode } from "./src/protocol/close_codes.ts";
+import {
+  defaultWorkerCount,
+  selfCommand,
+  Supervisor,
+  watchSupervisor,
+  workerIndex,
+} from "./src/workers.ts";
 
 const HELP = `Sluice: RFC 6455 WebSockets for Deno and Bun.
 
@@ -42,7 +49,18 @@ serve options:
                             mode asks for server_no_context_takeover, so that each
                             published message is compressed once for everyone)
 
-  Ctrl-C closes every connection with 1001 and exits.
+  --workers N               Run N server processes on the same port (SO_REUSEPORT;
+                            Linux spreads connections across them), restart any
+                            that dies; 0 means one per core. Deno: needs
+                            --allow-run; workers get --unstable-net
+  --reuse-port              Listen with SO_REUSEPORT, so that other processes can
+                            share the port (Deno: run with --unstable-net)
+  --broker redis://H:P      Carry publishes to and from every process using the
+                            same Redis (pub/sub across workers and hosts; at most
+                            once across processes)
+
+  Ctrl-C closes every connection with 1001 and exits (with --workers: stops every
+  worker that way).
 
 connect options:
   --header 'K: V'           Extra request header (repeatable)
@@ -129,6 +147,9 @@ async function runServe(args: string[]): Promise<void> {
       key: { type: "string" },
       protocol: { type: "string", multiple: true },
       compression: { type: "boolean" },
+      workers: { type: "string" },
+      "reuse-port": { type: "boolean" },
+      broker: { type: "string" },
       help: { type: "boolean", short: "h" },
     },
     strict: true,
@@ -137,6 +158,17 @@ async function runServe(args: string[]): Promise<void> {
     process.stdout.write(HELP);
     return;
   }
+  const worker = workerIndex();
+  if (values.workers !== undefined && worker === null) {
+    return await runSupervisor(args, values);
+  }
+  if (values.broker !== undefined && !/^rediss?:\/\//.test(values.broker)) {
+    fail(`--broker must be a redis:// URL, got ${values.broker}`);
+  }
+  // Only loaded when asked for: the Redis client is not needed otherwise.
+  const broker = values.broker === undefined
+    ? undefined
+    : new (await import("./src/redis_broker.ts")).RedisBroker({ url: values.broker });
   const mode = values.mode ?? "echo";
   if (mode !== "echo" && mode !== "broadcast") {
     fail(`unknown --mode ${mode}: use echo or broadcast`);
@@ -164,6 +196,8 @@ async function runServe(args: string[]): Promise<void> {
       : false,
     tls,
     onUpgrade: broadcast ? broadcastRoute : undefined,
+    reusePort: values["reuse-port"] === true || worker !== null,
+    broker,
   }, {
     open(ws) {
       if (ws.data === "sub") ws.subscribe(BROADCAST_TOPIC);
@@ -174,7 +208,8 @@ async function runServe(args: string[]): Promise<void> {
       else if (ws.data !== "sub") ws.send(data);
     },
   }).catch((err: Error) => fail(`cannot listen: ${err.message}`, 1));
-  process.stdout.write(`Sluice ${mode} server listening on ${server.url}\n`);
+  const who = worker === null ? "" : ` (worker ${worker}, pid ${process.pid})`;
+  process.stdout.write(`Sluice ${mode} server listening on ${server.url}${who}\n`);
   let stopping = false;
   const stop = () => {
     if (stopping) process.exit(130);
@@ -184,7 +219,70 @@ async function runServe(args: string[]): Promise<void> {
   };
   process.on("SIGINT", stop);
   process.on("SIGTERM", stop);
+  if (worker !== null) watchSupervisor(stop);
   await server.finished;
+}
+
+/** `serve --workers N`: N copies of this server on one port, supervised. */
+async function runSupervisor(
+  args: string[],
+  values: { workers?: string; port?: string; hostname?: string; mode?: string; broker?: string },
+): Promise<void> {
+  const requested = positiveInt("--workers", values.workers, 0);
+  const count = requested === 0 ? defaultWorkerCount() : requested;
+  let port = positiveInt("--port", values.port, 8080);
+  if (port === 0) port = await freePort(values.hostname ?? "0.0.0.0");
+  // The workers get the same arguments, minus --workers, plus the real port.
+  const rest: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    if (args[i] === "--workers") i++;
+    else if (!args[i].startsWith("--workers=")) rest.push(args[i]);
+  }
+  rest.push("--port", String(port));
+  if (values.broker === undefined) {
+    process.stderr.write(
+      "sluice: --workers without --broker: a publish reaches only the subscribers of the " +
+        "worker it was made in\n",
+    );
+  }
+  const supervisor = new Supervisor({
+    count,
+    command: selfCommand(import.meta.url, ["serve", ...rest]),
+    log: (line) => process.stdout.write(line + "\n"),
+  });
+  let stopping = false;
+  const stop = () => {
+    if (stopping) process.exit(130);
+    stopping = true;
+    process.stdout.write(`Shutting down ${count} workers: closing connections with 1001\n`);
+    supervisor.stop().then(() => process.exit(0));
+  };
+  process.on("SIGINT", stop);
+  process.on("SIGTERM", stop);
+  try {
+    const url = await supervisor.ready;
+    const mode = values.mode ?? "echo";
+    process.stdout.write(`Sluice ${mode} server listening on ${url} with ${count} workers\n`);
+  } catch (err) {
+    process.stderr.write(`sluice: ${(err as Error).message}; stopping\n`);
+    await supervisor.stop();
+    process.exit(1);
+  }
+  // Runs until a signal stops it (a timer keeps the event loop alive on every runtime).
+  setInterval(() => {}, 1 << 30);
+}
+
+/** A port that was free a moment ago on `hostname`. */
+async function freePort(hostname: string): Promise<number> {
+  const { createServer } = await import("node:net");
+  return await new Promise((resolve, reject) => {
+    const server = createServer();
+    server.on("error", reject);
+    server.listen(0, hostname, () => {
+      const address = server.address();
+      server.close(() => resolve(typeof address === "object" && address ? address.port : 0));
+    });
+  });
 }
 
 async function runConnect(args: string[]): Promise<void> {
