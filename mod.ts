@@ -34,6 +34,7 @@ export {
   type UpgradeDecision,
   type UpgradeRequestInfo,
 } from "./src/server.ts";
+export type { FetchHandler, FetchInfo } from "./src/http_responder.ts";
 export { connect, type ConnectOptions, WebSocket } from "./src/client.ts";
 export {
   type ConnectionEnd,

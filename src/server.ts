@@ -13,6 +13,7 @@ import { currentRuntime } from "./runtime/mod.ts";
 import {
   type AcceptedUpgrade,
   type ParsedUpgrade,
+  type PlainRequestVerdict,
   selectSubprotocol,
   ServerHandshake,
   type ServerHandshakeOptions,
@@ -23,6 +24,8 @@ import { assertZlibSupported, PerMessageDeflate } from "./protocol/deflate_codec
 import { CloseCode, isValidWireCloseCode } from "./protocol/close_codes.ts";
 import { type BinaryType, WebSocketConnection, type WebSocketHandlers } from "./websocket.ts";
 import { type PublishOptions, PubSub, type PubSubOptions, type ServerStats } from "./pubsub.ts";
+import { type FetchHandler, HttpConnection } from "./http_responder.ts";
+import { DEFAULT_MAX_BODY_SIZE } from "./protocol/http1.ts";
 import { type Broker, type BrokerHealth, BrokerLink } from "./broker.ts";
 
 /** TLS material for {@linkcode serve}: PEM strings or PEM file paths. */
@@ -110,12 +113,51 @@ export interface ServeOptions<Data = unknown> {
     | void
     | undefined
     | Promise<UpgradeDecision<Data> | Response | void | undefined>;
+  /**
+   * Answers plain HTTP requests (those that are not WebSocket upgrades) on
+   * the same port, with web-standard `Request` and `Response`: pages, a JSON
+   * API, health checks. HTTP/1.1 (and 1.0) only, with keep-alive and
+   * pipelining; request bodies stream (`Content-Length` or chunked, at most
+   * `maxBodySize`), response bodies stream with the socket's backpressure
+   * (chunked when their length is unknown). A handler that throws or
+   * rejects answers 500 (see `onError`) and the connection goes on.
+   * @default none: a plain request gets `426 Upgrade Required`
+   *
+   * @example A page and a JSON API next to the socket
+   * ```ts
+   * import { serve } from "@sluice/ws";
+   * const server = await serve({
+   *   port: 0,
+   *   fetch(request) {
+   *     const url = new URL(request.url);
+   *     if (url.pathname === "/api/time") return Response.json({ now: Date.now() });
+   *     return new Response("<h1>Hello</h1>", { headers: { "content-type": "text/html" } });
+   *   },
+   * }, { message: (ws, data) => ws.send(data) });
+   * await server.shutdown();
+   * ```
+   */
+  fetch?: FetchHandler;
+  /**
+   * Largest plain HTTP request body in bytes: a larger `Content-Length` gets
+   * 413 before the body is read; a chunked body that grows past it fails
+   * its `request.body` stream and gets 413. @default {8388608}
+   */
+  maxBodySize?: number;
+  /**
+   * Milliseconds a plain HTTP keep-alive connection waits for its next
+   * request before it is closed (announced as `Keep-Alive: timeout=N`).
+   * Once a request has begun, `handshakeTimeout` bounds its head (408), and
+   * the longest silence inside its body. @default {5000}
+   */
+  httpIdleTimeout?: number;
   /** Called once listening, with the bound address. */
   onListen?: (addr: NetAddress) => void;
   /**
    * Called for errors outside any one connection's handlers: failed
-   * handshakes (a `HandshakeError` with the HTTP status answered), exceptions
-   * thrown by `onUpgrade` or a `protocols` function (answered 500), and
+   * handshakes and refused plain HTTP requests (a `HandshakeError` with the
+   * HTTP status answered), exceptions thrown by `onUpgrade`, a `protocols`
+   * function or `fetch` (answered 500), broken response bodies, and
    * accept errors (each distinct one at most every 10 s; accepting backs off
    * from 10 ms to 1 s while they last). @default log server faults (500s,
    * accept errors) with `console.error`; ignore rejected requests
@@ -132,12 +174,13 @@ export interface ServeOptions<Data = unknown> {
    * fragments can cause. @default {65536}
    */
   maxFragments?: number;
-  /** Largest request head in bytes; larger ones get 431. @default {16384} */
+  /** Largest request head in bytes (upgrade or plain HTTP); larger ones get 431. @default {16384} */
   maxHandshakeSize?: number;
   /**
    * Milliseconds a client has from TCP accept to a complete request head
    * (the TLS handshake included, for `wss://`); then it gets 408, or is just
-   * closed when its TLS handshake never finished. @default {10000}
+   * closed when its TLS handshake never finished. Plain HTTP requests on a
+   * keep-alive connection get as long from their first byte. @default {10000}
    */
   handshakeTimeout?: number;
   /** Milliseconds to wait for the peer's close frame or EOF after closing. @default {5000} */
@@ -428,6 +471,9 @@ interface ServerConfig<Data> {
   keepalive: KeepaliveSettings;
   compression: DeflateOptions | null;
   handshake: ServerHandshakeOptions;
+  maxHandshakeSize: number;
+  maxBodySize: number;
+  httpIdleTimeout: number;
 }
 
 function resolveConfig<Data>(
@@ -441,6 +487,11 @@ function resolveConfig<Data>(
   const closeTimeout = options.closeTimeout ?? 5_000;
   const maxBufferedAmount = options.maxBufferedAmount ??
     Math.max(16 * 1024 * 1024, maxMessageSize + 1024 * 1024);
+  const maxBodySize = options.maxBodySize ?? DEFAULT_MAX_BODY_SIZE;
+  const httpIdleTimeout = options.httpIdleTimeout ?? 5_000;
+  if (options.fetch !== undefined && typeof options.fetch !== "function") {
+    throw new TypeError(`Option fetch must be a function, got ${typeof options.fetch}`);
+  }
   for (
     const [name, value] of Object.entries({
       maxMessageSize,
@@ -449,6 +500,8 @@ function resolveConfig<Data>(
       handshakeTimeout,
       closeTimeout,
       maxBufferedAmount,
+      maxBodySize,
+      httpIdleTimeout,
     })
   ) {
     if (!(typeof value === "number" && value > 0)) {
@@ -493,7 +546,11 @@ function resolveConfig<Data>(
       maxHandshakeSize,
       allowedOrigins: options.allowedOrigins,
       compression,
+      plainRequests: options.fetch !== undefined,
     },
+    maxHandshakeSize,
+    maxBodySize,
+    httpIdleTimeout,
   };
 }
 
@@ -512,6 +569,8 @@ class WebSocketServer<Data> implements Server {
   readonly #connections = new Set<WebSocketConnection<Data>>();
   /** Transports in their handshake (or its error answer): shutdown closes them. */
   readonly #handshaking = new Set<Transport>();
+  /** Plain HTTP connections (with a `fetch` option). */
+  readonly #http = new Set<HttpConnection>();
   readonly #stopAccepting = new AbortController();
   #acceptDone = false;
   #closing: Required<ShutdownOptions> | null = null;
@@ -581,6 +640,8 @@ class WebSocketServer<Data> implements Server {
     this.#listener.close();
     for (const transport of this.#handshaking) transport.close();
     this.#handshaking.clear();
+    // Idle HTTP connections close now; busy ones after their current response.
+    for (const http of this.#http) http.close();
     for (const ws of this.#connections) {
       try {
         ws._closeWith(code, reason);
@@ -592,6 +653,7 @@ class WebSocketServer<Data> implements Server {
     // Connections that do not finish their closing handshake in time are dropped.
     const timer = setTimeout(() => {
       for (const ws of this.#connections) ws.terminate();
+      for (const http of this.#http) http.terminate();
     }, this.#config.closeTimeout + 100);
     this.#maybeFinished();
     this.#shutdown = this.finished.then(() => {
@@ -604,7 +666,7 @@ class WebSocketServer<Data> implements Server {
   #maybeFinished(): void {
     if (
       this.#closing !== null && this.#acceptDone && this.#connections.size === 0 &&
-      this.#handshaking.size === 0
+      this.#handshaking.size === 0 && this.#http.size === 0
     ) {
       this.#resolveFinished();
     }
@@ -646,7 +708,8 @@ class WebSocketServer<Data> implements Server {
       else answerAndClose(transport, core.reject(408, "Handshake not completed in time"), false);
       this.#maybeFinished();
     }, this.#config.handshakeTimeout);
-    let opened = false;
+    let opened: boolean | PlainRequestVerdict = false;
+    let http: HttpConnection | null = null;
     try {
       opened = await this.#negotiate(transport, core, deadline);
     } catch {
@@ -654,11 +717,37 @@ class WebSocketServer<Data> implements Server {
     } finally {
       clearTimeout(timer);
       if (!deadline.expired) {
+        if (typeof opened === "object") {
+          // Listed before leaving the handshaking set: shutdown must see it.
+          http = this.#httpConnection(transport);
+        }
         handshaking.delete(transport);
         if (!opened) transport.close();
         this.#maybeFinished();
       }
     }
+    if (http !== null && typeof opened === "object") {
+      await http.serve(opened.head, opened.rest);
+      this.#http.delete(http);
+      this.#maybeFinished();
+    }
+  }
+
+  /** A plain HTTP connection for a transport whose first request is not an upgrade. */
+  #httpConnection(transport: Transport): HttpConnection {
+    const config = this.#config;
+    const http = new HttpConnection(transport, {
+      fetch: config.options.fetch!,
+      secure: config.handshake.secure ?? false,
+      defaultHost: `${formatHost(this.addr.hostname)}:${this.addr.port}`,
+      maxHeadSize: config.maxHandshakeSize,
+      maxBodySize: config.maxBodySize,
+      headTimeout: config.handshakeTimeout,
+      idleTimeout: config.httpIdleTimeout,
+      report: (error, fault) => this.#report(error, fault),
+    });
+    this.#http.add(http);
+    return http;
   }
 
   /**
@@ -670,9 +759,16 @@ class WebSocketServer<Data> implements Server {
     transport: Transport,
     core: ServerHandshake,
     deadline: { expired: boolean; answering: boolean },
-  ): Promise<boolean> {
+  ): Promise<boolean | PlainRequestVerdict> {
     const verdict = await readVerdict(transport, core);
     if (verdict === null || deadline.expired) return false;
+    // Not an upgrade, and there is a `fetch` option: plain HTTP from here on.
+    if (verdict.kind === "request") {
+      if (this.#closing === null) return verdict;
+      deadline.answering = true;
+      await answerAndClose(transport, core.reject(503, "Server is shutting down"), true);
+      return false;
+    }
     let decision: Decision<Data>;
     if (verdict.kind === "reject") {
       this.#report(verdict.error, false);

@@ -16,6 +16,11 @@ const KEY_PATTERN = /^[A-Za-z0-9+/]{21}[AQgw]==$/;
 // uri-host [":" port] (RFC 9110 §7.2, RFC 3986 §3.2.2): no userinfo, path or spaces.
 const HOST_PATTERN = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::[0-9]*)?$/;
 
+/** Whether `host` is a valid Host header value: uri-host with an optional port (RFC 9110 §7.2). */
+export function isValidHost(host: string): boolean {
+  return HOST_PATTERN.test(host);
+}
+
 function toBase64(bytes: Uint8Array): string {
   let binary = "";
   for (let i = 0; i < bytes.length; i++) binary += String.fromCharCode(bytes[i]);
@@ -176,10 +181,13 @@ const STATUS_TEXT: Record<number, string> = {
   404: "Not Found",
   405: "Method Not Allowed",
   408: "Request Timeout",
+  413: "Content Too Large",
+  417: "Expectation Failed",
   426: "Upgrade Required",
   429: "Too Many Requests",
   431: "Request Header Fields Too Large",
   500: "Internal Server Error",
+  501: "Not Implemented",
   503: "Service Unavailable",
   505: "HTTP Version Not Supported",
 };

@@ -45,10 +45,17 @@ export class HeadReader {
   #buf: Uint8Array;
   #length = 0;
   #maxSize: number;
+  #strict: boolean;
 
-  /** Creates a reader that holds at most `maxSize` bytes of head. */
-  constructor(maxSize: number) {
+  /**
+   * Creates a reader that holds at most `maxSize` bytes of head. With
+   * `rejectBareLf`, a line ending in LF alone is a 400 at once (RFC 9112
+   * §2.2: a server may accept one, but two servers that disagree on it read
+   * one request two ways) rather than a head that never ends.
+   */
+  constructor(maxSize: number, options: { rejectBareLf?: boolean } = {}) {
     this.#maxSize = maxSize;
+    this.#strict = options.rejectBareLf ?? false;
     this.#buf = new Uint8Array(Math.min(maxSize, 1024));
   }
 
@@ -66,6 +73,16 @@ export class HeadReader {
     this.#buf.set(chunk.subarray(0, take), this.#length);
     this.#length += take;
     const end = findHeadEnd(this.#buf.subarray(0, this.#length), searchFrom);
+    if (this.#strict) {
+      const buf = this.#buf;
+      const stop = end === -1 ? this.#length : end;
+      for (let i = buf.indexOf(0x0a, this.#length - take); i !== -1 && i < stop;) {
+        if (i === 0 || buf[i - 1] !== 0x0d) {
+          throw new HandshakeError(400, "Bare LF in the request head: use CRLF");
+        }
+        i = buf.indexOf(0x0a, i + 1);
+      }
+    }
     if (end === -1) {
       if (take < chunk.length || this.#length >= this.#maxSize) {
         throw new HandshakeError(

@@ -19,7 +19,7 @@
 
 import { createHash } from "node:crypto";
 import { HandshakeError } from "./errors.ts";
-import { HeadReader, parseRequestHead } from "./http.ts";
+import { HeadReader, parseRequestHead, type RequestHead } from "./http.ts";
 import {
   buildErrorResponse,
   buildUpgradeResponse,
@@ -46,6 +46,14 @@ export interface ServerHandshakeOptions {
   allowedOrigins?: readonly string[];
   /** permessage-deflate settings to accept offers with; `null` declines them. @default {null} */
   compression?: DeflateOptions | null;
+  /**
+   * What to do with a request that is not a WebSocket upgrade (no
+   * `websocket` in its `Upgrade` header): `true` hands it over as a
+   * `"request"` verdict (the server answers it as plain HTTP); `false`
+   * rejects it with `426 Upgrade Required` and `Upgrade: websocket`.
+   * @default {false}
+   */
+  plainRequests?: boolean;
 }
 
 /** A valid upgrade request, with the head it came in and the bytes after it. */
@@ -76,8 +84,21 @@ export interface UpgradeVerdict {
   request: ParsedUpgrade;
 }
 
+/**
+ * The verdict on a request that is not a WebSocket upgrade, with
+ * `plainRequests` on: the server answers it as plain HTTP.
+ */
+export interface PlainRequestVerdict {
+  /** Discriminant. */
+  kind: "request";
+  /** The parsed request head (not yet checked beyond its syntax). */
+  head: RequestHead;
+  /** Bytes received after the head (its body, or further requests), owned by the caller. */
+  rest: Uint8Array;
+}
+
 /** What {@linkcode ServerHandshake.receive} decides once the head is complete. */
-export type HandshakeVerdict = RejectVerdict | UpgradeVerdict;
+export type HandshakeVerdict = RejectVerdict | UpgradeVerdict | PlainRequestVerdict;
 
 /** The application's choices for an accepted request. */
 export interface AcceptOptions {
@@ -120,6 +141,16 @@ export function selectSubprotocol(
 }
 
 /**
+ * Whether a request asks for WebSocket at all: `websocket` among its
+ * `Upgrade` tokens (another upgrade, e.g. `h2c`, may be ignored, RFC 9110
+ * §7.8). Requests that do are held to every rule of RFC 6455 §4.2.1; the
+ * others are plain HTTP.
+ */
+function isUpgradeAttempt(upgrade: string | null): boolean {
+  return upgrade !== null && /(?:^|[\s,])websocket(?:$|[\s,])/i.test(upgrade);
+}
+
+/**
  * One server-side opening handshake, bytes in and bytes out.
  *
  * @example Accept a request fed in one chunk
@@ -142,6 +173,7 @@ export class ServerHandshake {
   readonly #secure: boolean;
   readonly #allowedOrigins: readonly string[] | undefined;
   readonly #compression: DeflateOptions | null;
+  readonly #plainRequests: boolean;
   #reader: HeadReader | null;
   #request: ParsedUpgrade | null = null;
   #decided = false;
@@ -151,7 +183,8 @@ export class ServerHandshake {
     this.#secure = options.secure ?? false;
     this.#allowedOrigins = options.allowedOrigins;
     this.#compression = options.compression ?? null;
-    this.#reader = new HeadReader(options.maxHandshakeSize ?? 16 * 1024);
+    this.#plainRequests = options.plainRequests ?? false;
+    this.#reader = new HeadReader(options.maxHandshakeSize ?? 16 * 1024, { rejectBareLf: true });
   }
 
   /**
@@ -159,8 +192,9 @@ export class ServerHandshake {
    * head is incomplete, then the verdict, once; call it no more afterwards.
    * A `"reject"` verdict carries the response: 431 for a head over the limit,
    * 400 for a malformed one, 505 for an HTTP major version other than 1, 405
-   * for another method, 426 for another WebSocket version, 403 for an Origin
-   * that is not allowed.
+   * for another method, 426 for another WebSocket version or for a request
+   * that is no upgrade at all (unless `plainRequests` hands it over as a
+   * `"request"` verdict), 403 for an Origin that is not allowed.
    */
   receive(chunk: Uint8Array): HandshakeVerdict | null {
     const reader = this.#reader;
@@ -170,6 +204,17 @@ export class ServerHandshake {
       if (result === null) return null;
       this.#reader = null;
       const head = parseRequestHead(result.head);
+      if (!isUpgradeAttempt(head.headers.get("upgrade"))) {
+        if (this.#plainRequests) {
+          this.#decided = true;
+          return { kind: "request", head, rest: result.rest };
+        }
+        if (head.version[0] === 1) {
+          throw new HandshakeError(426, "This is a WebSocket endpoint: upgrade to websocket", {
+            Upgrade: "websocket",
+          });
+        }
+      }
       const upgrade = validateUpgradeRequest(head, this.#secure);
       const allowed = this.#allowedOrigins;
       if (allowed !== undefined && upgrade.origin !== null && !allowed.includes(upgrade.origin)) {

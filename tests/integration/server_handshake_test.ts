@@ -185,10 +185,15 @@ describe("server handshake: rejected requests", () => {
     });
   });
 
-  test("a missing or wrong Upgrade header gets 400", async () => {
+  test("a request that asks for no WebSocket upgrade gets 426 Upgrade: websocket", async () => {
+    // Without a fetch option the port only speaks WebSocket: a browser
+    // pointed at it is told what it is (RFC 9110 §15.5.22).
     await withServer({}, echo, async (_server, port) => {
-      assertRejected(await request(port, { headers: { Upgrade: null } }), 400, /Upgrade/);
-      assertRejected(await request(port, { headers: { Upgrade: "h2c" } }), 400, /Upgrade/);
+      for (const upgrade of [null, "h2c"]) {
+        const response = await request(port, { headers: { Upgrade: upgrade } });
+        assertRejected(response, 426, /websocket/i);
+        assert.equal(response.headers.get("upgrade"), "websocket");
+      }
     });
   });
 
