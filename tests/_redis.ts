@@ -58,7 +58,8 @@ export class RedisProcess {
   readonly port: number;
   #child: ChildProcess | null = null;
 
-  private constructor(port: number) {
+  /** A server to be started on `port` with {@linkcode restart} (see {@linkcode start}). */
+  constructor(port: number) {
     this.port = port;
   }
 
