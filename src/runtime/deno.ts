@@ -481,23 +481,19 @@ function listen(options: ListenOptions): Promise<Listener> {
     }
     return listenTls({ ...options, tls });
   }
-  let listener: Deno.Listener;
-  try {
-    listener = reusePort
-      ? Deno.listen({ hostname, port, transport: "tcp", reusePort } as Deno.TcpListenOptions)
-      : Deno.listen({ hostname, port, transport: "tcp" });
-  } catch (error) {
-    if (reusePort && /unstable/i.test(String((error as Error)?.message))) {
-      return Promise.reject(
-        new Error(
-          "reusePort needs Deno's unstable net API: run with `deno run --unstable-net` " +
-            '(or add "unstable": ["net"] to deno.json)',
-          { cause: error },
-        ),
-      );
-    }
-    return Promise.reject(error);
+  // Deno exits the process (it does not throw) when an unstable option is
+  // used without its flag; `listenDatagram` exists only with --unstable-net.
+  if (reusePort && typeof (Deno as { listenDatagram?: unknown }).listenDatagram !== "function") {
+    return Promise.reject(
+      new Error(
+        "reusePort needs Deno's unstable net API: run with `deno run --unstable-net` " +
+          '(or add "unstable": ["net"] to deno.json)',
+      ),
+    );
   }
+  const listener = reusePort
+    ? Deno.listen({ hostname, port, transport: "tcp", reusePort } as Deno.TcpListenOptions)
+    : Deno.listen({ hostname, port, transport: "tcp" });
   return Promise.resolve(new DenoListener(listener, true));
 }
 
