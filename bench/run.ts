@@ -17,7 +17,7 @@
  *   disturbed (default 3, quick 1)
  * - `--idle-connections=N` [BENCH_IDLE_CONNECTIONS]: default 10000
  * - `--only=REGEX`: run only targets/clients whose id matches
- * - `--skip=servers,idle,clients,broadcast`: leave out whole parts
+ * - `--skip=servers,idle,clients,broadcast,scaleout`: leave out whole parts
  * - `--wait-quiet=S` [BENCH_WAIT_QUIET]: before each run, wait up to S seconds
  *   for the machine to be nearly idle (under 25% of a core busy), for shared
  *   machines where other work skews the numbers (default 0: do not wait)
@@ -37,6 +37,7 @@
 
 import { type LoadResult, machineCpuSeconds, sleep } from "./lib/proc.ts";
 import type { BroadcastConfig, BroadcastResult } from "./clients/broadcast_load.ts";
+import { RedisProcess } from "../tests/_redis.ts";
 import type { Config, IdleResult } from "./loadgen.ts";
 import {
   capture,
@@ -215,6 +216,8 @@ interface Report {
   clients: ClientRow[];
   /** Absent in results saved before the broadcast scenario existed. */
   broadcast?: BroadcastRow[];
+  /** Scale-out rows (1 process, Redis broker, 2 workers on one port); absent in older results. */
+  scaleout?: BroadcastRow[];
 }
 
 interface BroadcastRow {
@@ -369,6 +372,129 @@ async function runBroadcast(tools: Tools, options: Options, report: Report): Pro
     }
   }
 }
+
+// ---------------------------------------------------------------- scale-out
+
+/** One way of running the broadcast server: processes on one port, with or without Redis. */
+interface ScaleOutTarget {
+  id: string;
+  label: string;
+  workers: number;
+  redis: boolean;
+}
+
+const SCALEOUT_TARGETS: ScaleOutTarget[] = [
+  { id: "scale-1proc", label: "Sluice on Deno, 1 process", workers: 1, redis: false },
+  { id: "scale-1proc-redis", label: "1 process + Redis broker", workers: 1, redis: true },
+  { id: "scale-2workers-redis", label: "2 workers (reusePort) + Redis", workers: 2, redis: true },
+];
+
+/** The scale-out rows: the 64 B broadcast (1000 subscribers) through each target. */
+async function runScaleOut(tools: Tools, options: Options, report: Report): Promise<void> {
+  const rows: BroadcastRow[] = (report.scaleout ??= []);
+  const scenario = BROADCAST_SCENARIOS[0];
+  let redis: RedisProcess | null = null;
+  try {
+    redis = await RedisProcess.start();
+  } catch (error) {
+    progress(`scale-out: no redis-server (${(error as Error).message}); Redis rows skipped\n`);
+  }
+  try {
+    for (const target of SCALEOUT_TARGETS.filter((t) => selected(options, t.id))) {
+      const row: BroadcastRow = { scenario: scenario.id, target: target.id, runs: [] };
+      rows.push(row);
+      if (target.redis && redis === null) {
+        row.error = "redis-server not installed";
+        continue;
+      }
+      for (let round = 1; round <= options.rounds; round++) {
+        progress(`${"scale-out 64B s1000".padEnd(26)} #${round} ${target.label.padEnd(30)} `);
+        let server: ServerProcess | undefined;
+        try {
+          await waitForQuiet(options);
+          Deno.env.set("BENCH_SCALEOUT_WORKERS", String(target.workers));
+          if (target.redis) Deno.env.set("BENCH_REDIS_URL", redis!.url);
+          else Deno.env.delete("BENCH_REDIS_URL");
+          server = await ServerProcess.start(tools, {
+            id: target.id,
+            label: target.label,
+            runtime: "deno",
+            script: "servers/broadcast_sluice_scaleout.ts",
+          } as Target);
+          const config: BroadcastConfig = {
+            hostname: "127.0.0.1",
+            port: server.port,
+            subscribers: scenario.subscribers,
+            size: scenario.size,
+            window: scenario.window,
+            warmupMs: options.warmupMs,
+            durationMs: options.durationMs,
+            // CPU of one process only: with workers it would be the launcher's.
+            serverPid: target.workers === 1 ? server.pid : 0,
+            compress: false,
+          };
+          const result = await runJson<BroadcastResult>(
+            tools,
+            runtimeArgv(tools, "bun", "clients/broadcast_load.ts").concat(JSON.stringify(config)),
+            options.warmupMs + options.durationMs + 90_000,
+          );
+          row.runs.push(result);
+          progress(
+            `${fmt(result.messagesPerSec)} deliveries/s` +
+              (result.lost > 0 || result.stalled ? ` (lost ${result.lost})` : "") + "\n",
+          );
+        } catch (error) {
+          row.error = `${(error as Error).message}\n${server?.stderr.slice(-1000) ?? ""}`;
+          progress(`failed: ${row.error.split("\n")[0]}\n`);
+        } finally {
+          Deno.env.delete("BENCH_SCALEOUT_WORKERS");
+          Deno.env.delete("BENCH_REDIS_URL");
+          await server?.stop();
+        }
+      }
+      row.result = representative(row.runs) as BroadcastResult | undefined;
+    }
+  } finally {
+    await redis?.stop();
+  }
+}
+
+function scaleOutTable(report: Report): string {
+  const rows = (report.scaleout ?? []).map((row) => {
+    const label = SCALEOUT_TARGETS.find((t) => t.id === row.target)?.label ?? row.target;
+    const r = row.result;
+    if (r === undefined) return [label, "failed", "", "", "", "", ""];
+    return [
+      label + flags(r),
+      fmt(r.messagesPerSec),
+      fmt(r.publishedPerSec),
+      fmt(r.p50us === null ? null : r.p50us / 1000, 1),
+      fmt(r.p99us === null ? null : r.p99us / 1000, 1),
+      fmt(r.loadCpu),
+      `${fmt(r.lost)}${r.stalled ? " (stalled)" : ""}`,
+    ];
+  });
+  return table(
+    [
+      "64 B to 1000 subscribers, 32 in flight",
+      "deliveries/s",
+      "published/s",
+      "p50 ms",
+      "p99 ms",
+      "loadgen CPU %",
+      "lost",
+    ],
+    rows,
+  );
+}
+
+const SCALEOUT_NOTE = "The broadcast scenario above, served three ways on this 2-core " +
+  "machine: one Sluice process on Deno; the same with a RedisBroker (each publish also goes " +
+  "through a local redis-server and comes back, where its origin tag has it skipped); and two " +
+  "worker processes sharing the port (reusePort; the kernel spreads the 1000 subscribers and " +
+  "the publisher between them) with a RedisBroker in each, so that a publish in one worker " +
+  "reaches the other's subscribers through Redis. The first worker is pinned to the server " +
+  "core, the second to the load generator's core; redis-server is not pinned.";
 
 function broadcastTable(report: Report): string {
   const all = report.broadcast ?? [];
@@ -998,6 +1124,11 @@ function tables(report: Report): string {
   if ((report.broadcast ?? []).length > 0) {
     parts.push(`### Broadcast (pub/sub fan-out)\n\n${broadcastTable(report)}\n\n${BROADCAST_NOTE}`);
   }
+  if ((report.scaleout ?? []).length > 0) {
+    parts.push(
+      `### Scale-out (workers, Redis broker)\n\n${scaleOutTable(report)}\n\n${SCALEOUT_NOTE}`,
+    );
+  }
   parts.push(`### Goals\n\n${goals(report)}`);
   parts.push(
     "spread %: (max − min) / median msg/s over the rounds. server CPU µs / msg: server CPU " +
@@ -1124,6 +1255,7 @@ async function main(): Promise<void> {
   if (!options.skip.has("idle")) await runIdle(tools, options, report);
   if (!options.skip.has("clients")) await runClients(tools, options, report);
   if (!options.skip.has("broadcast")) await runBroadcast(tools, options, report);
+  if (!options.skip.has("scaleout")) await runScaleOut(tools, options, report);
   report.machine.loadAverageAfter = await loadAverage();
 
   const stamp = report.machine.date.replace(/[:.]/g, "-");
