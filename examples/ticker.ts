@@ -48,6 +48,8 @@ export interface TickerOptions {
   maxBuffered?: number;
   /** Seed of the simulated feed (names and prices). @default {1} */
   seed?: number;
+  /** Run the feed on a timer; `false` leaves it to whoever calls `tick()` (tests). @default {true} */
+  autoStart?: boolean;
 }
 
 /** A deterministic pseudo-random generator (mulberry32): the same feed on every start. */
@@ -83,6 +85,7 @@ export class TickerApp implements ExampleApp {
   readonly #interval: number;
   readonly #maxBuffered: number;
   readonly #random: () => number;
+  readonly #autoStart: boolean;
   #server: Server | null = null;
   #timer: ReturnType<typeof setInterval> | null = null;
   #published = 0;
@@ -95,6 +98,7 @@ export class TickerApp implements ExampleApp {
     this.#perBatch = Math.max(1, Math.round(rate * this.#interval / 1000));
     this.#maxBuffered = options.maxBuffered ?? 64 * 1024;
     this.#random = random(options.seed ?? 1);
+    this.#autoStart = options.autoStart ?? true;
     const letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ";
     while (this.#quotes.length < count) {
       const length = 3 + Math.floor(this.#random() * 2);
@@ -124,7 +128,7 @@ export class TickerApp implements ExampleApp {
 
   attach(server: Server): void {
     this.#server = server;
-    this.#timer = setInterval(() => this.tick(), this.#interval);
+    if (this.#autoStart) this.#timer = setInterval(() => this.tick(), this.#interval);
   }
 
   stop(): void {
@@ -133,7 +137,7 @@ export class TickerApp implements ExampleApp {
     this.#server = null;
   }
 
-  /** One batch of updates (the timer calls it; tests may too). */
+  /** One batch of updates (`updatesPerSecond * interval / 1000` of them): the timer calls it. */
   tick(): void {
     const server = this.#server;
     if (server === null) return;
