@@ -97,7 +97,10 @@ describe("RedisBroker with a real redis-server", { skip: skip ?? false }, () => 
         assert.equal(received.length, 2, "exactly once");
         assert.ok(received.includes("from a"));
         const binary = received.find((m) => typeof m !== "string");
-        assert.deepEqual(new Uint8Array(binary as unknown as ArrayBuffer), new Uint8Array([1, 2, 3]));
+        assert.deepEqual(
+          new Uint8Array(binary as unknown as ArrayBuffer),
+          new Uint8Array([1, 2, 3]),
+        );
       }
       assert.equal(a.stats().broker?.health, "up");
       for (const { ws } of subs) ws.close();
