@@ -21,7 +21,7 @@ import { readFileSync } from "node:fs";
 import process from "node:process";
 import { spawnSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
-import { HandshakeError, serve, type Server, type UpgradeRequestInfo } from "../mod.ts";
+import { HandshakeError, serve, type Server } from "../mod.ts";
 import type { ExampleApp, Session } from "./app.ts";
 import { ChatApp, type ChatOptions } from "./chat.ts";
 import { TickerApp, type TickerOptions } from "./ticker.ts";
@@ -99,11 +99,11 @@ export async function startExamples(options: ExamplesOptions = {}): Promise<Exam
 
   // Plain HTTP requests (the pages, the API) go to `fetch`; upgrades to the app
   // that owns the path.
-  const serveOptions = {
+  const server = await serve<Session>({
     port: options.port ?? 8080,
     hostname: options.hostname ?? "0.0.0.0",
     maxMessageSize: 64 * 1024,
-    onUpgrade(request: UpgradeRequestInfo) {
+    onUpgrade(request) {
       const app = routes.get(request.url.pathname);
       if (app === undefined) {
         throw new HandshakeError(404, `No WebSocket endpoint at ${request.url.pathname}`);
@@ -131,8 +131,7 @@ export async function startExamples(options: ExamplesOptions = {}): Promise<Exam
         headers: { "content-type": file.type, "cache-control": "no-cache" },
       });
     },
-  };
-  const server = await serve<Session>(serveOptions, {
+  }, {
     open: (ws) => ws.data.open(ws),
     message: (ws, data) => ws.data.message(ws, data),
     close: (ws, code, reason) => ws.data.close(ws, code, reason),
