@@ -1,17 +1,12 @@
 /**
- * One open WebSocket connection, server or client side.
+ * One WebSocket connection, server or client side, as users see it: thin
+ * faces over the one I/O driver in `driver.ts`.
  *
- * The connection has one I/O driver and three thin faces over it:
- * - the driver moves bytes: it feeds each received chunk through the
- *   sans-I/O protocol core in one synchronous step, delivers the messages
- *   found, writes every reply and send queued during that step in one socket
- *   write, pauses reading while the application or the peer is behind, and
- *   owns the one set of rules for closing (a deadline on every closing path)
- *   and finishing (exactly once, whatever ended the connection);
- * - the WHATWG `WebSocket` face (events, `send`, `close`, `readyState`,
- *   `bufferedAmount`, `binaryType`);
- * - the `WebSocketStream`-style face (`readable`, `writable`, `closed`);
- * - the callbacks face (`open`, `message`, `close`, `drain`, `error`, ...).
+ * - The WHATWG `WebSocket` face: events, `send`, `close`, `readyState`,
+ *   `bufferedAmount`, `binaryType`, `on*` handlers.
+ * - The `WebSocketStream`-style face: `readable`, `writable`, `closed`.
+ * - The callbacks face: `open`, `message`, `close`, `drain`, `error`, ...
+ * - Pub/sub on server connections: `subscribe`, `publish`, ...
  *
  * User code (callbacks, event listeners, `on*` handlers, promises they
  * return) runs behind one guard: an exception closes the connection with
@@ -22,43 +17,22 @@
  * @module
  */
 
-import type { ChunkConsumer, NetAddress, Transport } from "./runtime/transport.ts";
-import {
-  type MessageCodec,
-  type ProtocolHandler,
-  ReadyState,
-  WebSocketProtocol,
-} from "./protocol/connection.ts";
+import type { NetAddress, Transport } from "./runtime/transport.ts";
+import { type MessageCodec, ReadyState } from "./protocol/connection.ts";
 import { CloseCode, isValidWireCloseCode } from "./protocol/close_codes.ts";
 import { parseRequestHead } from "./protocol/http.ts";
-import { WebSocketError } from "./protocol/errors.ts";
-import { joinClock, type KeepaliveSettings, tickPeriod } from "./keepalive.ts";
+import type { KeepaliveSettings } from "./keepalive.ts";
 import type { FanOutTarget } from "./pubsub_port.ts";
 import type { PubSub, SubscribeOptions } from "./pubsub.ts";
+import { type CloseInfo, ConnectionDriver, type Message, OUTPUT_HIGH_WATER } from "./driver.ts";
 
-/** A received message: text as `string`, binary as an exactly sized `Uint8Array`. */
-export type Message = string | Uint8Array;
+export type { CloseInfo, Message };
 
 /** What `send()` accepts, as in the WHATWG `WebSocket`. */
 export type SendData = string | ArrayBufferLike | ArrayBufferView | Blob;
 
 /** How binary messages appear in `message` events. */
 export type BinaryType = "arraybuffer" | "blob";
-
-/** The result of {@linkcode WebSocketConnection.closed}. */
-export interface CloseInfo {
-  /**
-   * The close code: the peer's; on a server, the code it failed the
-   * connection with (1002, 1007, 1008, 1009, 1011, ...); 1005 if the peer's
-   * close frame had none; 1006 if the connection dropped without one (and on
-   * a client, after any failure, as in browsers).
-   */
-  closeCode: number;
-  /** The peer's close reason, or the reason this side failed with. */
-  reason: string;
-  /** Whether close frames were exchanged both ways. */
-  wasClean: boolean;
-}
 
 /**
  * Callbacks for servers that do not want events or streams. Every callback
@@ -133,57 +107,8 @@ export interface AttachInit {
   deferOpen?: boolean;
 }
 
-/** Chunks up to this size are copied together into one write; larger ones go as they are. */
-const COALESCE_CHUNK = 16 * 1024;
-/** The most bytes one coalesced write collects. */
-const COALESCE_LIMIT = 64 * 1024;
-/**
- * Unsent output above which the socket is not read (so a peer that does not
- * read cannot make the server queue without end: TCP pushes back on it), and
- * above which `writable` writes wait.
- */
-const OUTPUT_HIGH_WATER = 1024 * 1024;
-/** A write that leaves more than this unsent means the socket is behind: `drain` follows. */
-const DRAIN_MARK = 64 * 1024;
 /** The `readable` side stops reading the socket once this many message bytes wait. */
 const READABLE_HIGH_WATER = 1024 * 1024;
-
-/**
- * Joins runs of small chunks (frames of small messages, headers) into single
- * buffers so that a burst of sends costs one socket write, while large
- * payloads are written from where they are instead of being copied.
- */
-function coalesce(chunks: Uint8Array[]): Uint8Array[] {
-  const out: Uint8Array[] = [];
-  let run: Uint8Array[] = [];
-  let runBytes = 0;
-  const endRun = () => {
-    if (run.length === 1) out.push(run[0]);
-    else if (run.length > 1) {
-      const joined = new Uint8Array(runBytes);
-      let at = 0;
-      for (const chunk of run) {
-        joined.set(chunk, at);
-        at += chunk.length;
-      }
-      out.push(joined);
-    }
-    run = [];
-    runBytes = 0;
-  };
-  for (const chunk of chunks) {
-    if (chunk.length > COALESCE_CHUNK) {
-      endRun();
-      out.push(chunk);
-      continue;
-    }
-    if (runBytes + chunk.length > COALESCE_LIMIT) endRun();
-    run.push(chunk);
-    runBytes += chunk.length;
-  }
-  endRun();
-  return out;
-}
 
 function toBytes(data: ArrayBufferLike | ArrayBufferView): Uint8Array {
   if (data instanceof Uint8Array) return data;
@@ -212,46 +137,8 @@ function isThenable(value: unknown): value is PromiseLike<unknown> {
 
 const encoder = new TextEncoder();
 
-/**
- * Reads `transport` and hands each chunk to `consumer`, pausing while
- * `consumer.data()` returns `false`. Push transports (Bun) do this in their
- * own data callback; pull transports (Deno) get a read loop here. Returns the
- * function that restarts delivery after a pause.
- */
-function startReading(transport: Transport, consumer: ChunkConsumer): () => void {
-  if (transport.setConsumer !== undefined) {
-    transport.setConsumer(consumer);
-    return () => transport.resumeConsumer!();
-  }
-  let paused = false;
-  let wake: (() => void) | null = null;
-  (async () => {
-    for (;;) {
-      if (paused) {
-        await new Promise<void>((resolve) => (wake = resolve));
-        continue;
-      }
-      let chunk: Uint8Array | null;
-      try {
-        chunk = await transport.read();
-      } catch (err) {
-        consumer.end(toError(err));
-        return;
-      }
-      if (chunk === null) {
-        consumer.end(null);
-        return;
-      }
-      if (!consumer.data(chunk)) paused = true;
-    }
-  })();
-  return () => {
-    if (!paused) return;
-    paused = false;
-    const resume = wake;
-    wake = null;
-    resume?.();
-  };
+function connecting(): DOMException {
+  return new DOMException("The WebSocket is still connecting", "InvalidStateError");
 }
 
 /**
@@ -315,16 +202,18 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
   /** Called on `close` events. */
   onclose: ((ev: CloseEvent) => unknown) | null = null;
 
-  #transport!: Transport;
-  #protocol!: WebSocketProtocol;
-  #attached = false;
+  /** The I/O driver, once the opening handshake completed. */
+  #driver: ConnectionDriver | null = null;
+  #finished = false;
   #closingEarly = false;
-  #codec: MessageCodec | null = null;
   #abortConnecting: (() => void) | null = null;
+  /** The failure reported to the application (this side's, or the handshake's). */
+  #failure: Error | null = null;
   // Stored with Data erased so WebSocketConnection<Data> stays assignable to WebSocketConnection.
   #init: ConnectionInit<unknown>;
   #subprotocol = "";
   #extensions = "";
+  #compressed = false;
   // Raw head bytes until first asked for: a Headers object costs ~1 KiB per idle connection.
   #headers: Headers | Uint8Array | null = null;
   #handlers: WebSocketHandlers<unknown> | undefined;
@@ -333,48 +222,16 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
   /** Guarded wrappers of event listeners, so removeEventListener finds them. */
   #wrapped: WeakMap<object, Map<string, EventListener>> | null = null;
   #reporting = false;
-  #started = false;
-  #finished = false;
-  #transportClosed = false;
 
-  // Input.
-  #resumeReading: (() => void) | null = null;
-  #readPaused = false;
+  // The application's side of input backpressure.
   /** Promises returned by `message` callbacks that have not settled. */
   #pendingHandlers = 0;
   #readable: ReadableStream<Message> | null = null;
   #readableController: ReadableStreamDefaultController<Message> | null = null;
   #writable: WritableStream<SendData> | null = null;
 
-  // Output.
-  #flushScheduled = false;
-  #writing = false;
-  /** Bytes taken from the protocol and not yet handed to `transport.write()`. */
-  #inFlight = 0;
-  /** A write had to wait since the last time everything was flushed. */
-  #waited = false;
-  #needDrain = false;
-  #closeWhenFlushed = false;
-  #drainWaiters: (() => void)[] = [];
-  #orderQueue: Promise<void> | null = null;
-  #ordered = 0;
-  #blobBytes = 0;
-
-  // Keepalive.
-  #leaveClock: (() => void) | null = null;
-  /** Bytes arrived since the last tick. */
-  #heard = false;
-  /** A message arrived since the last tick. */
-  #heardMessage = false;
-  #lastHeard = 0;
-  #lastMessage = 0;
-  #pingSentAt = 0;
-
-  #closeTimer: ReturnType<typeof setTimeout> | undefined;
   #closed: Promise<CloseInfo>;
   #resolveClosed!: (info: CloseInfo) => void;
-  /** Why this side ended the connection, when it did so because of an error. */
-  #failure: Error | null = null;
   #origin: string;
 
   /** @internal Connections are made by `serve()` and `connect()`. */
@@ -413,8 +270,9 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
   /** The WHATWG ready state: 0 connecting, 1 open, 2 closing, 3 closed. */
   get readyState(): number {
     if (this.#finished) return ReadyState.CLOSED;
-    if (!this.#attached) return this.#closingEarly ? ReadyState.CLOSING : ReadyState.CONNECTING;
-    const state = this.#protocol.state;
+    const driver = this.#driver;
+    if (driver === null) return this.#closingEarly ? ReadyState.CLOSING : ReadyState.CONNECTING;
+    const state = driver.state;
     // CLOSED in the protocol means "close frames exchanged": the socket may still be open.
     return state === ReadyState.CLOSED ? ReadyState.CLOSING : state;
   }
@@ -425,13 +283,12 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
    * being read. Each byte is counted once.
    */
   get bufferedAmount(): number {
-    if (!this.#attached) return this.#blobBytes;
-    return this.#outputBacklog() + this.#blobBytes;
+    return this.#driver?.bufferedAmount ?? 0;
   }
 
   /** The peer's address. */
   get remoteAddr(): NetAddress | null {
-    return this.#attached ? this.#transport.remoteAddr : null;
+    return this.#driver?.remoteAddr ?? null;
   }
 
   /** Resolves once the connection is closed, with the close code and reason. Never rejects. */
@@ -452,7 +309,7 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
         start: (controller) => {
           this.#readableController = controller;
         },
-        pull: () => this.#maybeResume(),
+        pull: () => this.#driver?.resume(),
         cancel: () => {
           this.#readableController = null;
           this.close(CloseCode.Normal);
@@ -492,7 +349,10 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
             throw new TypeError("The WebSocket is closing or closed");
           }
           this.send(chunk);
-          if (this.bufferedAmount > OUTPUT_HIGH_WATER) return this.#waitForDrain();
+          const driver = this.#driver;
+          if (driver !== null && driver.bufferedAmount > OUTPUT_HIGH_WATER) {
+            return driver.waitForDrain();
+          }
         },
         close: () => this.close(CloseCode.Normal),
         abort: () => this.close(CloseCode.Normal),
@@ -514,47 +374,29 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
    * A send that finds the connection's buffered output (Blobs still being
    * read included) already over `maxBufferedAmount` fails the connection
    * (one message of any size is always accepted, so the limit bounds memory
-   * at the limit plus one message): a close frame with 1008 goes after
-   * what is already queued, the `error` callback and event report a
+   * at the limit plus one message): a close frame with 1008 goes after what
+   * is already queued, the `error` callback and event report a
    * `WebSocketError` with code `BUFFER_OVERFLOW`, and the socket is closed
    * once that is written or `closeTimeout` passes; `closed` reports 1008.
    */
   send(data: SendData): void {
-    if (!this.#attached) {
-      throw new DOMException("The WebSocket is still connecting", "InvalidStateError");
-    }
-    if (this.#ordered > 0 || data instanceof Blob) {
-      this.#sendInOrder(data);
-      return;
-    }
-    // The limit applies to what was waiting before this message, so one
-    // message of any size may always be queued (a maximum-size echo fits).
-    const before = this.#outputBacklog() + this.#blobBytes;
-    // Binary payloads over 16 KiB go to the socket from the caller's buffer,
-    // without a copy (as npm ws does): see the doc comment.
-    const sent = typeof data === "string"
-      ? this.#protocol.sendText(data)
-      : this.#protocol.sendBinary(toBytes(data));
-    if (!sent) return;
-    if (before > this.#init.maxBufferedAmount) return this.#overflow();
-    this.#queued();
+    const driver = this.#driver;
+    if (driver === null) throw connecting();
+    driver.send(typeof data === "string" || data instanceof Blob ? data : toBytes(data));
   }
 
   /** Sends a ping (payload at most 125 bytes). */
   ping(payload: string | Uint8Array = new Uint8Array(0)): void {
-    if (!this.#attached) {
-      throw new DOMException("The WebSocket is still connecting", "InvalidStateError");
-    }
-    const bytes = typeof payload === "string" ? encoder.encode(payload) : payload;
-    if (this.#protocol.ping(bytes)) this.#afterSend();
+    const driver = this.#driver;
+    if (driver === null) throw connecting();
+    driver.ping(typeof payload === "string" ? encoder.encode(payload) : payload);
   }
 
   /** Sends an unsolicited pong, a one-way heartbeat (payload at most 125 bytes). */
   pong(payload: Uint8Array = new Uint8Array(0)): void {
-    if (!this.#attached) {
-      throw new DOMException("The WebSocket is still connecting", "InvalidStateError");
-    }
-    if (this.#protocol.pong(payload)) this.#afterSend();
+    const driver = this.#driver;
+    if (driver === null) throw connecting();
+    driver.pong(payload);
   }
 
   /**
@@ -571,12 +413,13 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
    */
   close(code?: number, reason?: string): void {
     if (code !== undefined) {
-      const allowed = this.#init.browserCloseCodes === true
+      const browser = this.#init.browserCloseCodes === true;
+      const allowed = browser
         ? code === 1000 || (code >= 3000 && code <= 4999)
         : Number.isInteger(code) && isValidWireCloseCode(code);
       if (!allowed) {
         throw new DOMException(
-          this.#init.browserCloseCodes === true
+          browser
             ? `Close code ${code} is not allowed: use 1000 or 3000-4999`
             : `Close code ${code} is not allowed: use 1000-1003, 1007-1014 or 3000-4999`,
           "InvalidAccessError",
@@ -596,8 +439,28 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
 
   /** Closes the socket at once, without a closing handshake. */
   terminate(): void {
-    if (this.#attached) this.#closeTransport();
+    const driver = this.#driver;
+    if (driver !== null) driver.terminate();
     else this.#close(undefined, "");
+  }
+
+  #close(code: number | undefined, reason: string): void {
+    const driver = this.#driver;
+    if (driver !== null) return driver.close(code, reason);
+    // Closing before the handshake completed aborts it (WHATWG: fail the connection).
+    if (this.#finished) return;
+    const abort = this.#abortConnecting;
+    this.#abortConnecting = null;
+    abort?.();
+    // As in browsers: CLOSING now, error and close events in a later task.
+    this.#closingEarly = true;
+    setTimeout(
+      () =>
+        this._failConnecting(
+          new Error("WebSocket was closed before the connection was established"),
+        ),
+      0,
+    );
   }
 
   // --- Pub/sub (server side) ---
@@ -666,24 +529,17 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
 
   /** @internal Queues a complete, already encoded frame (see `FanOutTarget`). */
   _writeFrame(frame: Uint8Array): boolean {
-    if (!this.#attached || this.#ordered > 0 || !this.#protocol.sendRaw(frame)) return false;
-    this.#queued();
-    return true;
+    return this.#driver?.writeFrame(frame) ?? false;
   }
 
   /** @internal Encodes a message with this connection's own codec (see `FanOutTarget`). */
   _writeMessage(data: string | Uint8Array): boolean {
-    if (!this.#attached || this.#ordered > 0) return false;
-    const sent = typeof data === "string"
-      ? this.#protocol.sendText(data)
-      : this.#protocol.sendBinary(data);
-    if (sent) this.#queued();
-    return sent;
+    return this.#driver?.writeMessage(data) ?? false;
   }
 
   /** @internal How frames for this connection may be shared (see `FanOutTarget`). */
   get _compressionKey(): string | null {
-    if (this.#codec === null) return null;
+    if (!this.#compressed) return null;
     const extensions = this.#extensions;
     if (this.#init.role !== "server" || !/\bserver_no_context_takeover\b/.test(extensions)) {
       return "context-takeover";
@@ -699,10 +555,11 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
 
   /** @internal The opening handshake failed: error, then close with 1006. */
   _failConnecting(error: Error): void {
-    if (this.#finished || this.#attached) return;
+    if (this.#finished || this.#driver !== null) return;
     this.#failure = error;
     this.#report(error, false);
-    this.#finish();
+    this.#finished = true;
+    this.#announceClose({ closeCode: CloseCode.Abnormal, reason: "", wasClean: false });
   }
 
   // --- Events, with every listener behind the guard ---
@@ -802,7 +659,7 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
       return;
     }
     this.#report(error, true, what);
-    if (this.#attached) this.#close(CloseCode.InternalError, "Internal error");
+    this.#driver?.close(CloseCode.InternalError, "Internal error");
   }
 
   /**
@@ -844,160 +701,67 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
     console.error(`Sluice: ${what} threw on the connection to ${this.url}:`, error);
   }
 
-  // --- Starting ---
+  // --- Starting, and what the driver reports ---
 
   /**
-   * @internal Starts the connection: fires `open`, feeds bytes that arrived
-   * with the handshake, and starts reading.
+   * @internal Starts the connection: creates its driver over the transport,
+   * fires `open`, feeds bytes that arrived with the handshake, and starts
+   * reading.
    */
   _start(attach: AttachInit, initial: Uint8Array | null): void {
-    if (this.#started || this.#finished || this.#closingEarly) {
+    if (this.#driver !== null || this.#finished || this.#closingEarly) {
       attach.transport.close();
       return;
     }
-    this.#started = true;
     const init = this.#init;
-    this.#transport = attach.transport;
     this.#subprotocol = attach.protocol;
     this.#extensions = attach.extensions;
     this.#headers = attach.headers;
-    this.#codec = attach.codec;
-    this.#attached = true;
+    this.#compressed = attach.codec !== null;
     this.#abortConnecting = null;
-    this.#protocol = new WebSocketProtocol(
-      {
-        role: init.role,
-        maxMessageSize: init.maxMessageSize,
-        maxFragments: init.maxFragments,
-        maxFrameSize: init.maxFrameSize,
-        codec: attach.codec,
+    const driver = new ConnectionDriver(attach.transport, attach.codec, init, {
+      message: (message) => this.#deliver(message),
+      ping: (payload) => {
+        const ping = this.#handlers?.ping;
+        if (ping !== undefined) this.#callUser("the ping callback", () => ping(this, payload));
       },
-      {
-        text: (data) => this.#deliver(data),
-        binary: (data) => this.#deliver(data),
-        ping: (payload) => {
-          const ping = this.#handlers?.ping;
-          if (ping !== undefined) this.#callUser("the ping callback", () => ping(this, payload));
-        },
-        pong: (payload) => {
-          const pong = this.#handlers?.pong;
-          if (pong !== undefined) this.#callUser("the pong callback", () => pong(this, payload));
-        },
-      } satisfies ProtocolHandler,
-    );
-    if (init.role === "server" && attach.deferOpen !== true) return this.#open(initial);
+      pong: (payload) => {
+        const pong = this.#handlers?.pong;
+        if (pong !== undefined) this.#callUser("the pong callback", () => pong(this, payload));
+      },
+      applicationReady: () => this.#applicationReady(),
+      failed: (error) => {
+        this.#failure = error;
+        this.#report(error, false);
+      },
+      flushed: (backlogged, waited) => this.#flushed(backlogged, waited),
+      finished: (info) => this.#finish(info),
+    });
+    this.#driver = driver;
+    if (init.role === "server" && attach.deferOpen !== true) return this.#open(driver, initial);
     // A client's caller gets the connection only after this returns (when
     // `await connect()` resumes): open it, and deliver bytes that came with
     // the 101, in a later task, once the caller could attach its handlers.
-    setTimeout(() => this.#open(initial), 0);
+    setTimeout(() => this.#open(driver, initial), 0);
   }
 
-  #open(initial: Uint8Array | null): void {
-    if (this.#transportClosed) return this.#finish();
-    const open = this.#handlers?.open;
-    if (open !== undefined) this.#callUser("the open callback", () => open(this));
-    this.dispatchEvent(new Event("open"));
-    this.#startKeepalive();
-    if (initial !== null && initial.length > 0 && !this.#onData(initial)) {
-      this.#readPaused = true;
+  #open(driver: ConnectionDriver, initial: Uint8Array | null): void {
+    if (driver.state === ReadyState.OPEN) {
+      const open = this.#handlers?.open;
+      if (open !== undefined) this.#callUser("the open callback", () => open(this));
+      this.dispatchEvent(new Event("open"));
     }
-    if (this.#transportClosed) return;
-    this.#resumeReading = startReading(this.#transport, {
-      data: (chunk) => this.#onData(chunk),
-      end: (error) => this.#onEnd(error),
-    });
-    if (this.#readPaused) {
-      // The bytes that came with the handshake already filled a buffer.
-      this.#readPaused = false;
-      this.#pauseReading();
-    }
+    driver.start(initial);
   }
 
-  // --- Reading ---
-
-  /** One received chunk: parse, deliver, answer. Returns whether to keep reading. */
-  #onData(chunk: Uint8Array): boolean {
-    if (this.#transportClosed) return false;
-    this.#heard = true;
-    this.#protocol.receive(chunk);
-    this.#afterReceive();
-    if (this.#canRead()) return true;
-    this.#readPaused = true;
-    return false;
-  }
-
-  /** Used when the pause starts outside `#onData` (bytes that came with the handshake). */
-  #pauseReading(): void {
-    if (this.#canRead()) return;
-    this.#readPaused = true;
-    // Deliver nothing until resumed: the consumer returns false on the next
-    // chunk anyway; a pull loop is not running yet for the first chunk.
-  }
-
-  #onEnd(error: Error | null): void {
-    if (this.#transportClosed) return;
-    if (error !== null) return this.#fail(error);
-    this.#protocol.receiveEnd();
-    this.#closeTransport();
-  }
-
-  /**
-   * Whether to read more: the application keeps up (no `message` promise
-   * pending, `readable` not full) and, on a server, so does the peer (our
-   * unsent output to it is under the high-water mark; otherwise TCP pushes
-   * back on it, and a client that never reads cannot make an echo server
-   * queue without end). Clients keep reading whatever their backlog: if both
-   * ends paused on output, two peers sending bulk to each other would wait
-   * for each other forever.
-   */
-  #canRead(): boolean {
+  /** Whether the application takes more: no `message` promise pending, `readable` not full. */
+  #applicationReady(): boolean {
     if (this.#pendingHandlers > 0) return false;
     const controller = this.#readableController;
-    if (controller !== null && (controller.desiredSize ?? 1) <= 0) return false;
-    return this.#init.role === "client" || this.#outputBacklog() <= OUTPUT_HIGH_WATER;
-  }
-
-  /** Called whenever something that paused reading may have cleared. */
-  #maybeResume(): void {
-    if (!this.#readPaused || this.#transportClosed || !this.#canRead()) return;
-    this.#readPaused = false;
-    // Deadlines do not run against a peer we were not reading.
-    this.#heard = true;
-    this.#resumeReading?.();
-  }
-
-  /** After each received chunk: flush replies, act on state changes. */
-  #afterReceive(): void {
-    const protocol = this.#protocol;
-    // Everything this chunk produced (replies, handler sends) is queued now:
-    // write it before the next read is issued rather than in a microtask.
-    if (protocol.outputBytes > 0 && !this.#writing) this.#flush();
-    this.#afterStateChange();
-  }
-
-  /**
-   * The one place that acts on the protocol leaving OPEN: every closing path
-   * gets the `closeTimeout` deadline, a failure is reported, and the side
-   * that should close TCP first does so once its close frame is written.
-   */
-  #afterStateChange(): void {
-    const protocol = this.#protocol;
-    const state = protocol.state;
-    if (state === ReadyState.OPEN) return;
-    this.#startCloseTimer();
-    if (state !== ReadyState.CLOSED) return;
-    const error = protocol.error;
-    if (error !== null && this.#failure === null) {
-      this.#failure = error;
-      this.#report(error, false);
-    }
-    // The server closes TCP first (§7.1.1); a client, and any side that
-    // failed the connection, as soon as its close frame is out.
-    if (this.#init.role === "server" || error !== null) this.#closeAfterFlush();
+    return controller === null || (controller.desiredSize ?? 1) > 0;
   }
 
   #deliver(message: Message): void {
-    this.#heardMessage = true;
     const controller = this.#readableController;
     if (controller !== null) {
       controller.enqueue(message);
@@ -1017,11 +781,11 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
         this.#pendingHandlers++;
         result.then(() => {
           this.#pendingHandlers--;
-          this.#maybeResume();
+          this.#driver?.resume();
         }, (err: unknown) => {
           this.#pendingHandlers--;
           this.#userFailed("the message callback", err);
-          this.#maybeResume();
+          this.#driver?.resume();
         });
       }
     }
@@ -1034,97 +798,20 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
     }
   }
 
-  // --- Closing ---
-
-  #close(code: number | undefined, reason: string): void {
-    if (!this.#attached) {
-      // Closing before the handshake completed aborts it (WHATWG: fail the connection).
-      if (this.#finished) return;
-      const abort = this.#abortConnecting;
-      this.#abortConnecting = null;
-      abort?.();
-      // As in browsers: CLOSING now, error and close events in a later task.
-      this.#closingEarly = true;
-      setTimeout(
-        () =>
-          this._failConnecting(
-            new Error("WebSocket was closed before the connection was established"),
-          ),
-        0,
-      );
-      return;
+  /** Everything queued was written: `drain` after a real backlog, the hub after any wait. */
+  #flushed(backlogged: boolean, waited: boolean): void {
+    if (backlogged) {
+      const drain = this.#handlers?.drain;
+      if (drain !== undefined) this.#callUser("the drain callback", () => drain(this));
     }
-    if (this.#protocol.state !== ReadyState.OPEN) return;
-    if (this.#ordered > 0) {
-      // Let Blobs queued before close() go first.
-      this.#enqueueOrdered(() => this.#closeNow(code, reason));
-      return;
+    const hub = this.#init.hub;
+    if (waited && hub !== undefined) {
+      try {
+        hub.drained(this);
+      } catch (err) {
+        this.#reportElsewhere(toError(err), "the pub/sub layer");
+      }
     }
-    this.#closeNow(code, reason);
-  }
-
-  #closeNow(code: number | undefined, reason: string): void {
-    const protocol = this.#protocol;
-    if (protocol.state !== ReadyState.OPEN) return;
-    protocol.close(code, reason);
-    this.#scheduleFlush();
-    this.#afterStateChange();
-  }
-
-  /** Fails the connection from this side with a close code (overflow, keepalive). */
-  #failWith(error: WebSocketError): void {
-    const protocol = this.#protocol;
-    if (protocol.state === ReadyState.CLOSED) return;
-    this.#failure = error;
-    protocol.fail(error);
-    this.#report(error, false);
-    this.#scheduleFlush();
-    this.#afterStateChange();
-  }
-
-  #startCloseTimer(): void {
-    if (this.#closeTimer !== undefined || this.#transportClosed) return;
-    this.#closeTimer = setTimeout(() => {
-      this.#closeTimer = undefined;
-      this.#closeTransport();
-    }, this.#init.closeTimeout);
-  }
-
-  #closeAfterFlush(): void {
-    this.#closeWhenFlushed = true;
-    if (!this.#writing && !this.#flushScheduled && this.#protocol.outputBytes === 0) {
-      this.#closeTransport();
-    }
-  }
-
-  /** The transport failed (socket error): nothing more can be sent. */
-  #fail(error: Error): void {
-    if (this.#failure === null && !this.#finished) {
-      this.#failure = error;
-      this.#report(error, false);
-    }
-    this.#closeTransport();
-  }
-
-  #closeTransport(): void {
-    if (this.#transportClosed || !this.#attached) return;
-    this.#transportClosed = true;
-    if (this.#closeTimer !== undefined) {
-      clearTimeout(this.#closeTimer);
-      this.#closeTimer = undefined;
-    }
-    this.#leaveClock?.();
-    this.#leaveClock = null;
-    this.#transport.close();
-    this.#protocol.receiveEnd();
-    const waiters = this.#drainWaiters;
-    this.#drainWaiters = [];
-    for (const resolve of waiters) resolve();
-    // A paused pull loop wakes, reads the end of stream and stops.
-    this.#readPaused = false;
-    this.#resumeReading?.();
-    if (this.#started) queueMicrotask(() => this.#finish());
-    else this.#finish();
   }
 
   #endReadable(): void {
@@ -1139,46 +826,21 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
     }
   }
 
-  /**
-   * What `closed` reports. On a server, a failure this side declared (and
-   * sent a close frame for) is reported with its code, so `close` callbacks
-   * and stats see 1008 for an overflow or 1011 for a dead peer; a client
-   * reports 1006 for any failure, as browsers do.
-   */
-  #closeInfo(): CloseInfo {
-    const protocol = this.#attached ? this.#protocol : null;
-    const failure = this.#failure;
-    if (
-      this.#init.role === "server" && failure instanceof WebSocketError &&
-      isValidWireCloseCode(failure.closeCode) && protocol !== null && protocol.closeSent
-    ) {
-      return { closeCode: failure.closeCode, reason: failure.message, wasClean: false };
-    }
-    return {
-      closeCode: protocol?.closeCode ?? CloseCode.Abnormal,
-      reason: protocol?.closeReason ?? "",
-      wasClean: protocol?.wasClean ?? false,
-    };
-  }
-
-  #finish(): void {
+  #finish(info: CloseInfo): void {
     if (this.#finished) return;
     this.#finished = true;
-    this.#leaveClock?.();
-    this.#leaveClock = null;
-    try {
-      this.#codec?.close?.();
-    } catch {
-      // Freeing zlib memory must not stop the close from being reported.
-    }
-    const info = this.#closeInfo();
-    this.#endReadable();
-    this.#resolveClosed(info);
     try {
       this.#init.hub?.finished(this);
     } catch (err) {
       this.#reportElsewhere(toError(err), "the pub/sub layer");
     }
+    this.#announceClose(info);
+  }
+
+  /** The close, told every way: `closed`, `readable`, the callback, the event, the server. */
+  #announceClose(info: CloseInfo): void {
+    this.#endReadable();
+    this.#resolveClosed(info);
     const onClose = this.#handlers?.close;
     if (onClose !== undefined) {
       this.#callUser("the close callback", () => onClose(this, info.closeCode, info.reason));
@@ -1191,215 +853,5 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
       }),
     );
     this.#init.onFinish?.(this);
-  }
-
-  // --- Writing ---
-
-  /**
-   * Sends behind Blobs still being read, so messages keep the order of the
-   * send() calls. Bytes are copied now: the caller may reuse its buffer.
-   */
-  #sendInOrder(data: SendData): void {
-    if (this.#protocol.state !== ReadyState.OPEN) return;
-    const snapshot = data instanceof Blob || typeof data === "string"
-      ? data
-      : toBytes(data).slice();
-    const size = snapshot instanceof Blob
-      ? snapshot.size
-      : typeof snapshot === "string"
-      ? snapshot.length
-      : snapshot.byteLength;
-    // Blobs count against the limit from the moment they are queued.
-    if (this.bufferedAmount > this.#init.maxBufferedAmount) return this.#overflow();
-    this.#blobBytes += size;
-    this.#enqueueOrdered(async () => {
-      const bytes = snapshot instanceof Blob
-        ? new Uint8Array(await snapshot.arrayBuffer())
-        : snapshot;
-      this.#blobBytes -= size;
-      const sent = typeof bytes === "string"
-        ? this.#protocol.sendText(bytes)
-        : this.#protocol.sendBinary(bytes);
-      if (sent) this.#queued();
-    });
-  }
-
-  /** Runs `task` after every task queued before it. */
-  #enqueueOrdered(task: () => void | Promise<void>): void {
-    this.#ordered++;
-    const run = (this.#orderQueue ?? Promise.resolve())
-      .then(task)
-      .catch((err) => this.#fail(toError(err)))
-      .finally(() => {
-        if (--this.#ordered === 0) this.#orderQueue = null;
-      });
-    this.#orderQueue = run;
-  }
-
-  /** Bytes queued by the protocol, taken but not yet written, and held by the transport. */
-  #outputBacklog(): number {
-    return this.#protocol.outputBytes + this.#inFlight + this.#transport.bufferedAmount;
-  }
-
-  /** A control frame was queued by this side's own `ping()`/`pong()`. */
-  #afterSend(): void {
-    if (this.bufferedAmount > this.#init.maxBufferedAmount) return this.#overflow();
-    this.#queued();
-  }
-
-  /** Schedules the write; notes that the sender had to wait behind a write in progress. */
-  #queued(): void {
-    if (this.#writing) this.#needDrain = true;
-    this.#scheduleFlush();
-  }
-
-  #overflow(): void {
-    const limit = this.#init.maxBufferedAmount;
-    this.#failWith(
-      new WebSocketError(
-        "BUFFER_OVERFLOW",
-        CloseCode.PolicyViolation,
-        `Send buffer is over maxBufferedAmount (${limit} bytes): the peer is not reading`,
-      ),
-    );
-  }
-
-  #scheduleFlush(): void {
-    if (this.#flushScheduled || this.#writing) return;
-    this.#flushScheduled = true;
-    queueMicrotask(() => this.#flush());
-  }
-
-  /** Writes everything queued, coalescing small frames into one write. */
-  #flush(): void {
-    this.#flushScheduled = false;
-    if (this.#writing || this.#transportClosed) return;
-    const chunks = this.#protocol.takeOutput();
-    if (chunks.length === 0) return this.#flushed();
-    const batch = chunks.length === 1 ? chunks : coalesce(chunks);
-    let total = 0;
-    for (const chunk of batch) total += chunk.length;
-    this.#inFlight = total;
-    this.#writeChunks(batch, 0);
-  }
-
-  #writeChunks(chunks: Uint8Array[], index: number): void {
-    for (let i = index; i < chunks.length; i++) {
-      const chunk = chunks[i];
-      // From here on the transport counts these bytes.
-      this.#inFlight -= chunk.length;
-      let pending: Promise<void> | undefined;
-      try {
-        pending = this.#transport.write(chunk);
-      } catch (err) {
-        return this.#writeFailed(err);
-      }
-      if (pending !== undefined) {
-        this.#writing = true;
-        this.#waited = true;
-        // Deno settles every write later, even one the kernel takes at once:
-        // only a sizeable backlog counts as the socket not keeping up.
-        if (this.#outputBacklog() > DRAIN_MARK) this.#needDrain = true;
-        pending.then(() => {
-          this.#writing = false;
-          this.#writeChunks(chunks, i + 1);
-        }, (err) => {
-          this.#writing = false;
-          this.#writeFailed(err);
-        });
-        return;
-      }
-    }
-    this.#inFlight = 0;
-    if (this.#protocol.outputBytes > 0) return this.#flush();
-    this.#flushed();
-  }
-
-  #writeFailed(err: unknown): void {
-    this.#inFlight = 0;
-    if (!this.#transportClosed) this.#fail(toError(err));
-  }
-
-  /** Everything queued is written. */
-  #flushed(): void {
-    if (this.#drainWaiters.length > 0) {
-      const waiters = this.#drainWaiters;
-      this.#drainWaiters = [];
-      for (const resolve of waiters) resolve();
-    }
-    if (this.#needDrain) {
-      this.#needDrain = false;
-      const drain = this.#handlers?.drain;
-      if (drain !== undefined) this.#callUser("the drain callback", () => drain(this));
-    }
-    if (this.#waited) {
-      this.#waited = false;
-      const hub = this.#init.hub;
-      if (hub !== undefined) {
-        try {
-          hub.drained(this);
-        } catch (err) {
-          this.#reportElsewhere(toError(err), "the pub/sub layer");
-        }
-      }
-    }
-    if (this.#closeWhenFlushed) return this.#closeTransport();
-    this.#maybeResume();
-  }
-
-  #waitForDrain(): Promise<void> {
-    if (this.bufferedAmount === 0 || this.#transportClosed) return Promise.resolve();
-    return new Promise((resolve) => this.#drainWaiters.push(resolve));
-  }
-
-  // --- Keepalive ---
-
-  #startKeepalive(): void {
-    const settings = this.#init.keepalive;
-    if (settings === undefined || this.#transportClosed) return;
-    const period = tickPeriod(settings);
-    if (period === 0) return;
-    const now = performance.now();
-    this.#lastHeard = this.#lastMessage = now;
-    this.#leaveClock = joinClock({ tick: (at) => this.#tick(at, settings) }, period);
-  }
-
-  /**
-   * One keepalive check. Deadlines run only while the socket is being read:
-   * a peer whose bytes we are not reading (the application is behind) is not
-   * blamed for silence.
-   */
-  #tick(now: number, settings: KeepaliveSettings): void {
-    if (this.#transportClosed) return;
-    if (this.#heard || this.#readPaused) {
-      this.#heard = false;
-      this.#lastHeard = now;
-      this.#pingSentAt = 0;
-    }
-    if (this.#heardMessage || this.#readPaused) {
-      this.#heardMessage = false;
-      this.#lastMessage = now;
-    }
-    if (this.#protocol.state !== ReadyState.OPEN) return;
-    const { pingInterval, pingTimeout, idleTimeout } = settings;
-    if (idleTimeout > 0 && now - this.#lastMessage >= idleTimeout) {
-      this.#close(CloseCode.GoingAway, "Idle timeout");
-      return;
-    }
-    if (pingInterval <= 0) return;
-    if (this.#pingSentAt === 0) {
-      if (now - this.#lastHeard >= pingInterval && this.#protocol.ping()) {
-        this.#pingSentAt = now;
-        this.#queued();
-      }
-    } else if (pingTimeout > 0 && now - this.#pingSentAt >= pingTimeout) {
-      this.#failWith(
-        new WebSocketError(
-          "PING_TIMEOUT",
-          CloseCode.InternalError,
-          `Keepalive ping timeout: no answer within ${pingTimeout} ms`,
-        ),
-      );
-    }
   }
 }
