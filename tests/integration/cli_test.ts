@@ -261,4 +261,23 @@ describe("single binary built with bun build --compile", () => {
       child.kill("SIGKILL");
     }
   });
+
+  test("the binary supervises --workers 2: both serve, Ctrl-C stops all with 1001", async () => {
+    const { child, url } = await startServer(binary, [
+      "serve",
+      "--port",
+      "0",
+      "--hostname",
+      "127.0.0.1",
+      "--workers",
+      "2",
+    ]);
+    try {
+      // Linux spreads connections over the two workers: several echo round trips.
+      for (let i = 0; i < 4; i++) await checkEcho(url);
+      await checkShutdown(child, url);
+    } finally {
+      child.kill("SIGKILL");
+    }
+  });
 });
