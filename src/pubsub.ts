@@ -882,5 +882,28 @@ export function formatPrometheus(stats: ServerStats): string {
   for (const [code, n] of Object.entries(stats.closes)) {
     lines.push(`sluice_closes_total{code="${code}"} ${n}`);
   }
+  const broker = stats.broker;
+  if (broker !== undefined) {
+    metric(
+      "broker_up",
+      "gauge",
+      "1 while the broker link is up, else 0.",
+      broker.health === "up" ? 1 : 0,
+    );
+    metric("broker_outages_total", "counter", "Times the broker link went down.", broker.outages);
+    metric(
+      "broker_messages_sent_total",
+      "counter",
+      "Local publishes handed to the broker.",
+      broker.messagesSent,
+    );
+    metric(
+      "broker_messages_received_total",
+      "counter",
+      "Messages from other processes delivered locally.",
+      broker.messagesReceived,
+    );
+    metric("broker_topics", "gauge", "Topics subscribed at the broker.", broker.topics);
+  }
   return lines.join("\n") + "\n";
 }

@@ -466,5 +466,28 @@ describe("counters", () => {
     for (const line of text.trimEnd().split("\n")) {
       assert.match(line, /^(# (HELP|TYPE) sluice_\w+ .+|sluice_\w+(\{code="\d+"\})? \d+)$/);
     }
+    assert.doesNotMatch(text, /sluice_broker/, "no broker lines without a broker");
+  });
+
+  test("Prometheus renders the broker link's health and counters", () => {
+    const stats = hubWith<FakeConnection>().stats(0);
+    const broker = {
+      health: "down" as const,
+      outages: 3,
+      messagesSent: 40,
+      messagesReceived: 12,
+      ownEchoesSkipped: 40,
+      malformed: 0,
+      topics: 2,
+      lastError: "connection refused",
+    };
+    const down = formatPrometheus({ ...stats, broker });
+    assert.match(down, /\nsluice_broker_up 0\n/);
+    assert.match(down, /\nsluice_broker_outages_total 3\n/);
+    assert.match(down, /\nsluice_broker_messages_sent_total 40\n/);
+    assert.match(down, /\nsluice_broker_messages_received_total 12\n/);
+    assert.match(down, /\nsluice_broker_topics 2\n/);
+    const up = formatPrometheus({ ...stats, broker: { ...broker, health: "up" } });
+    assert.match(up, /\nsluice_broker_up 1\n/);
   });
 });
