@@ -12,7 +12,7 @@
  * Routes: `/` (index), `/chat`, `/ticker`, `/leaderboard` (the page for a
  * plain GET, the app's socket for a WebSocket upgrade), `/sluice.js` (the
  * browser entry point `browser.ts`, bundled at start), `/api/chat/token`,
- * `/api/ticker/stats`, `/api/top`.
+ * `/api/ticker/quotes`, `/api/ticker/stats`, `/api/top`.
  *
  * @module
  */
@@ -119,6 +119,7 @@ export async function startExamples(options: ExamplesOptions = {}): Promise<Exam
         }
         return new Response("Not found\n", { status: 404 });
       }
+      if (url.pathname === "/favicon.ico") return new Response(null, { status: 204 });
       const file = files.get(url.pathname);
       if (file === undefined) return new Response("Not found\n", { status: 404 });
       if (request.method !== "GET" && request.method !== "HEAD") {

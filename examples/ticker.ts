@@ -19,6 +19,8 @@
  *
  * Client → server (JSON text): `{type:"subscribe",symbols:[…]}` (or
  * `symbols:"all"`), `{type:"unsubscribe",symbols:[…]}`.
+ * HTTP: `GET /api/ticker/quotes` (every symbol's price and sequence number),
+ * `GET /api/ticker/stats` (feed and conflation counters).
  * Server → client: `{type:"symbols",symbols:[…]}` on open, `{type:"snapshot",
  * prices:[[sym,price,n],…]}` after each subscribe, then ticks
  * `{"s":"ACME","p":101.25,"n":42}`.
@@ -132,9 +134,21 @@ export class TickerApp implements ExampleApp {
   }
 
   stop(): void {
+    this.pause();
+    this.#server = null;
+  }
+
+  /** Stops the feed's timer (connections stay); `resume()` starts it again. */
+  pause(): void {
     if (this.#timer !== null) clearInterval(this.#timer);
     this.#timer = null;
-    this.#server = null;
+  }
+
+  /** Starts the feed's timer if it is not running. */
+  resume(): void {
+    if (this.#server !== null && this.#timer === null) {
+      this.#timer = setInterval(() => this.tick(), this.#interval);
+    }
   }
 
   /** One batch of updates (`updatesPerSecond * interval / 1000` of them): the timer calls it. */
@@ -158,9 +172,13 @@ export class TickerApp implements ExampleApp {
   }
 
   fetch(request: Request, url: URL): Response | null {
-    if (url.pathname !== "/api/ticker/stats") return null;
+    if (url.pathname !== "/api/ticker/stats" && url.pathname !== "/api/ticker/quotes") return null;
     if (request.method !== "GET" && request.method !== "HEAD") {
       return json({ error: "Use GET" }, 405);
+    }
+    if (url.pathname === "/api/ticker/quotes") {
+      // What a client gets on subscribing: [symbol, price, sequence number].
+      return json(this.#quotes.map((q) => [q.symbol, q.cents / 100, q.seq]));
     }
     const stats = this.#server?.stats();
     return json({
