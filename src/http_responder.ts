@@ -330,7 +330,7 @@ export class HttpConnection {
     let response: Response;
     try {
       const request = this.#makeRequest(head, body, abort.signal);
-      response = await this.#callFetch(request);
+      response = await this.#callFetch(request, body);
     } catch (error) {
       // The request could not be built (a method or header `Request` refuses).
       this.#config.report(toError(error), false);
@@ -352,6 +352,9 @@ export class HttpConnection {
     if (response.headers.get("connection")?.toLowerCase().includes("close")) keepAlive = false;
     const completed = await this.#writeResponse(head, response, keepAlive);
     this.#abort = null;
+    // The response did not go out whole (the client left, the body broke):
+    // whatever still works for this request may stop.
+    if (!completed) abort.abort(new Error("The response was not completed"));
     this.#unreadBody = body.open;
     if (!completed || !keepAlive || this.#closed) return false;
     const drained = await this.#discardBody(body);
@@ -456,7 +459,7 @@ export class HttpConnection {
    * a value that is not a `Response` answers 500, reaches `onError` (logged
    * when nobody listens), and the connection goes on.
    */
-  async #callFetch(request: Request): Promise<Response> {
+  async #callFetch(request: Request, body: BodyState): Promise<Response> {
     try {
       const response = await this.#config.fetch(request, {
         remoteAddr: this.#transport.remoteAddr,
@@ -470,11 +473,10 @@ export class HttpConnection {
       }
       return response;
     } catch (error) {
-      this.#config.report(toError(error), true);
-      return new Response("Internal server error\n", {
-        status: 500,
-        headers: { "content-type": "text/plain; charset=utf-8" },
-      });
+      // A handler that failed because the request body did is not at fault:
+      // the body's own error (400 or 413) is the answer and the report.
+      if (body.error === null && !body.lost) this.#config.report(toError(error), true);
+      return internalError();
     }
   }
 
@@ -491,8 +493,14 @@ export class HttpConnection {
   ): Promise<boolean> {
     const isHead = head.method.toUpperCase() === "HEAD";
     const declared = parseContentLength(response.headers.get("content-length"));
-    const stream = response.body;
-    const reader = stream?.getReader() ?? null;
+    let reader: ReadableStreamDefaultReader<Uint8Array> | null;
+    try {
+      reader = response.body?.getReader() ?? null;
+    } catch (error) {
+      // A body already used or locked: the application's mistake, told as 500.
+      this.#config.report(toError(error), true);
+      return await this.#writeResponse(head, internalError(), keepAlive);
+    }
     // What the body holds right now: gathered to send small bodies with a length.
     const gathered: Uint8Array[] = [];
     let gatheredBytes = 0;
@@ -502,8 +510,10 @@ export class HttpConnection {
       const noBody = response.status === 204 || response.status === 304;
       if (reader !== null && declared === null && !noBody) {
         // Read what is ready without waiting for the application: a body that
-        // ends within the limit goes out with a Content-Length.
-        while (gatheredBytes <= GATHER_LIMIT) {
+        // ends so goes out with a Content-Length. Bounded: past the limit, one
+        // more ready chunk is taken (a single large chunk then still gets a
+        // length), then the body is streamed.
+        for (let over = false;;) {
           pending = reader.read();
           const result = await Promise.race([pending, nextTurn()]);
           if (result === "later") break;
@@ -515,6 +525,10 @@ export class HttpConnection {
           const chunk = toBytes(result.value);
           gathered.push(chunk);
           gatheredBytes += chunk.length;
+          if (gatheredBytes > GATHER_LIMIT) {
+            if (over) break;
+            over = true;
+          }
         }
       }
       const framing = planResponse({
@@ -545,8 +559,9 @@ export class HttpConnection {
       }
       return await this.#writeBody(headBytes, framing, reader, gathered, ended, pending);
     } catch (error) {
-      // The socket failed (the client left) or the body stream errored.
-      if (!this.#closed) this.#config.report(toError(error), !isSocketError(error));
+      // The socket failed (the client left: no one's fault, not reported) or
+      // the body stream errored (the application's).
+      if (!this.#closed && !isSocketError(error)) this.#config.report(toError(error), true);
       pending?.catch(() => {});
       reader?.cancel(error).catch(() => {});
       return false;
@@ -563,16 +578,17 @@ export class HttpConnection {
   ): Promise<boolean> {
     const chunked = framing.kind === "chunked";
     let left = framing.kind === "length" ? framing.length : Infinity;
-    // The head and the gathered body in one write when small.
+    // The head and the gathered body: small pieces in one write.
     const first: Uint8Array[] = [headBytes];
     for (const chunk of gathered) {
       const piece = chunk.length > left ? chunk.subarray(0, left) : chunk;
       left -= piece.length;
-      if (chunked) first.push(encodeChunk(piece));
-      else first.push(piece);
+      if (!chunked) first.push(piece);
+      else if (piece.length < COPY_LIMIT) first.push(encodeChunk(piece));
+      else first.push(chunkHeader(piece.length), piece, CRLF);
     }
     if (ended && chunked) first.push(LAST_CHUNK);
-    await this.#write(concatSmall(first));
+    await this.#writeParts(first);
     if (ended) return framing.kind !== "length" || left === 0 || this.#lengthMismatch(left);
     while (reader !== null) {
       const result = await (pending ?? reader.read());
@@ -616,6 +632,21 @@ export class HttpConnection {
     return false;
   }
 
+  /** Writes pieces in order, joining runs of small ones into one write. */
+  async #writeParts(parts: Uint8Array[]): Promise<void> {
+    let run: Uint8Array[] = [];
+    for (const part of parts) {
+      if (part.length < COPY_LIMIT) {
+        run.push(part);
+        continue;
+      }
+      if (run.length > 0) await this.#write(concat(run));
+      run = [];
+      await this.#write(part);
+    }
+    if (run.length > 0) await this.#write(concat(run));
+  }
+
   async #write(bytes: Uint8Array): Promise<void> {
     if (this.#closed) throw new SocketGone();
     try {
@@ -647,8 +678,16 @@ function toBytes(value: unknown): Uint8Array {
   throw new TypeError("A response body stream must yield Uint8Array chunks");
 }
 
-/** Joins small pieces into one write; large ones are written as they are. */
-function concatSmall(parts: Uint8Array[]): Uint8Array {
+/** The answer to an application mistake found while answering. */
+function internalError(): Response {
+  return new Response("Internal server error\n", {
+    status: 500,
+    headers: { "content-type": "text/plain; charset=utf-8" },
+  });
+}
+
+/** Joins pieces into one buffer (one piece is returned as it is). */
+function concat(parts: Uint8Array[]): Uint8Array {
   if (parts.length === 1) return parts[0];
   let total = 0;
   for (const part of parts) total += part.length;
