@@ -54,28 +54,30 @@ const HERE = new URL("./", import.meta.url);
 const REPO = new URL("../", import.meta.url);
 
 /**
- * `browser.ts` bundled for browsers by the running runtime's own bundler
- * (`deno bundle` or `bun build`), as one ES module.
+ * `browser.ts` bundled for browsers as one ES module, by the running
+ * runtime's own bundler (`deno bundle`, which fetches esbuild from npm on
+ * first use, or `bun build`); on Deno, `bun build` is tried too if
+ * `deno bundle` fails.
  */
 export function bundleBrowserEntry(): string {
   const entry = fileURLToPath(new URL("browser.ts", REPO));
   const isDeno = typeof (globalThis as { Deno?: unknown }).Deno === "object";
-  const args = isDeno
-    ? ["bundle", "--quiet", "--platform", "browser", entry]
-    : ["build", "--target", "browser", entry];
-  const out = spawnSync(process.execPath, args, {
-    encoding: "utf8",
-    maxBuffer: 16 * 1024 * 1024,
-    timeout: 120_000,
-    env: { ...process.env, NO_COLOR: "1" },
-  });
-  if (out.status !== 0 || !out.stdout.includes("ReconnectingWebSocket")) {
-    throw new Error(
-      `Bundling browser.ts with ${process.execPath} ${args.join(" ")} failed: ` +
-        `${out.error?.message ?? ""} ${out.stderr}`,
-    );
+  const bun = ["build", "--target", "browser", "--format", "esm", entry];
+  const attempts: [string, string[]][] = isDeno
+    ? [[process.execPath, ["bundle", "--quiet", "--platform", "browser", entry]], ["bun", bun]]
+    : [[process.execPath, bun]];
+  const failures: string[] = [];
+  for (const [command, args] of attempts) {
+    const out = spawnSync(command, args, {
+      encoding: "utf8",
+      maxBuffer: 16 * 1024 * 1024,
+      timeout: 120_000,
+      env: { ...process.env, NO_COLOR: "1" },
+    });
+    if (out.status === 0 && out.stdout.includes("ReconnectingWebSocket")) return out.stdout;
+    failures.push(`${command} ${args.join(" ")}: ${out.error?.message ?? ""} ${out.stderr}`);
   }
-  return out.stdout;
+  throw new Error(`Bundling browser.ts for the pages failed:\n${failures.join("\n")}`);
 }
 
 function page(name: string): string {
