@@ -12,9 +12,10 @@
 import process from "node:process";
 import { parseArgs } from "node:util";
 import { createInterface } from "node:readline";
-import { readFileSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
 import { connect, HandshakeError, serve, type WebSocketConnection } from "./mod.ts";
 import { CloseCode } from "./src/protocol/close_codes.ts";
+import { serveStatic } from "./src/static_files.ts";
 import {
   defaultWorkerCount,
   selfCommand,
@@ -48,6 +49,10 @@ serve options:
   --compression             Accept permessage-deflate (RFC 7692) offers (broadcast
                             mode asks for server_no_context_takeover, so that each
                             published message is compressed once for everyone)
+  --static DIR              Serve the files in DIR over plain HTTP on the same port
+                            (GET and HEAD; / is DIR/index.html; nothing outside DIR,
+                            no hidden files; other requests get 404). Without it a
+                            plain HTTP request gets 426 Upgrade Required
 
   --workers N               Run N server processes on the same port (SO_REUSEPORT;
                             Linux spreads connections across them), restart any
@@ -150,6 +155,7 @@ async function runServe(args: string[]): Promise<void> {
       workers: { type: "string" },
       "reuse-port": { type: "boolean" },
       broker: { type: "string" },
+      static: { type: "string" },
       help: { type: "boolean", short: "h" },
     },
     strict: true,
@@ -157,6 +163,15 @@ async function runServe(args: string[]): Promise<void> {
   if (values.help) {
     process.stdout.write(HELP);
     return;
+  }
+  if (values.static !== undefined) {
+    let isDirectory = false;
+    try {
+      isDirectory = statSync(values.static).isDirectory();
+    } catch (err) {
+      fail(`cannot serve --static ${values.static}: ${(err as Error).message}`);
+    }
+    if (!isDirectory) fail(`--static ${values.static} is not a directory`);
   }
   const worker = workerIndex();
   if (values.workers !== undefined && worker === null) {
@@ -198,6 +213,7 @@ async function runServe(args: string[]): Promise<void> {
     onUpgrade: broadcast ? broadcastRoute : undefined,
     reusePort: values["reuse-port"] === true || worker !== null,
     broker,
+    fetch: values.static === undefined ? undefined : serveStatic(values.static),
   }, {
     open(ws) {
       if (ws.data === "sub") ws.subscribe(BROADCAST_TOPIC);
@@ -210,6 +226,10 @@ async function runServe(args: string[]): Promise<void> {
   }).catch((err: Error) => fail(`cannot listen: ${err.message}`, 1));
   const who = worker === null ? "" : ` (worker ${worker}, pid ${process.pid})`;
   process.stdout.write(`Sluice ${mode} server listening on ${server.url}${who}\n`);
+  if (values.static !== undefined && worker === null) {
+    const page = server.url.replace(/^ws/, "http");
+    process.stdout.write(`Serving files from ${values.static} on ${page}\n`);
+  }
   let stopping = false;
   const stop = () => {
     if (stopping) process.exit(130);

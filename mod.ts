@@ -35,6 +35,7 @@ export {
   type UpgradeRequestInfo,
 } from "./src/server.ts";
 export type { FetchHandler, FetchInfo } from "./src/http_responder.ts";
+export { contentType, serveStatic, type StaticFilesOptions } from "./src/static_files.ts";
 export { connect, type ConnectOptions, WebSocket } from "./src/client.ts";
 export {
   type ConnectionEnd,

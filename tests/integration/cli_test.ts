@@ -103,6 +103,7 @@ describe("cli.ts from source", () => {
         "--key",
         "--header",
         "--protocol",
+        "--static",
       ]
     ) {
       assert.match(result.stdout, new RegExp(flag), `help mentions ${flag}`);
