@@ -8,7 +8,7 @@
  */
 
 import assert from "node:assert/strict";
-import { describe } from "node:test";
+import { describe, test as nodeTest } from "node:test";
 import {
   type StreamConnectionOptions,
   type WebSocketConnection,
@@ -165,7 +165,7 @@ describe("webSocketFromStreams", () => {
     assert.equal(info.wasClean, false);
   });
 
-  test("bad options throw before anything starts", async () => {
+  nodeTest("bad options throw before anything starts", () => {
     const a = new TransformStream<Uint8Array, Uint8Array>();
     assert.throws(
       () =>
