@@ -37,6 +37,8 @@ export interface HeadResult {
   rest: Uint8Array;
 }
 
+const EMPTY = new Uint8Array(0);
+
 /**
  * Accumulates bytes until the blank line that ends an HTTP head, refusing to
  * hold more than `maxSize` bytes (the request is answered with 431).
@@ -56,7 +58,8 @@ export class HeadReader {
   constructor(maxSize: number, options: { rejectBareLf?: boolean } = {}) {
     this.#maxSize = maxSize;
     this.#strict = options.rejectBareLf ?? false;
-    this.#buf = new Uint8Array(Math.min(maxSize, 1024));
+    // Allocated when a head spans chunks: most arrive in one.
+    this.#buf = EMPTY;
   }
 
   /**
@@ -65,6 +68,14 @@ export class HeadReader {
    * {@linkcode HandshakeError} when the head would exceed `maxSize`.
    */
   push(chunk: Uint8Array): HeadResult | null {
+    if (this.#length === 0) {
+      // The whole head in the first chunk: no accumulation buffer.
+      const end = findHeadEnd(chunk, 0);
+      if (end !== -1 && end <= this.#maxSize) {
+        if (this.#strict) rejectBareLf(chunk, 0, end);
+        return { head: chunk.slice(0, end), rest: chunk.slice(end) };
+      }
+    }
     // Search from 3 bytes back, in case the terminator straddles chunks.
     const searchFrom = Math.max(0, this.#length - 3);
     const room = this.#maxSize - this.#length;
@@ -73,16 +84,7 @@ export class HeadReader {
     this.#buf.set(chunk.subarray(0, take), this.#length);
     this.#length += take;
     const end = findHeadEnd(this.#buf.subarray(0, this.#length), searchFrom);
-    if (this.#strict) {
-      const buf = this.#buf;
-      const stop = end === -1 ? this.#length : end;
-      for (let i = buf.indexOf(0x0a, this.#length - take); i !== -1 && i < stop;) {
-        if (i === 0 || buf[i - 1] !== 0x0d) {
-          throw new HandshakeError(400, "Bare LF in the request head: use CRLF");
-        }
-        i = buf.indexOf(0x0a, i + 1);
-      }
-    }
+    if (this.#strict) rejectBareLf(this.#buf, this.#length - take, end === -1 ? this.#length : end);
     if (end === -1) {
       if (take < chunk.length || this.#length >= this.#maxSize) {
         throw new HandshakeError(
@@ -101,9 +103,21 @@ export class HeadReader {
 
   #ensure(size: number): void {
     if (size <= this.#buf.length) return;
-    const next = new Uint8Array(Math.min(this.#maxSize, Math.max(size, this.#buf.length * 2)));
+    const next = new Uint8Array(
+      Math.min(this.#maxSize, Math.max(size, this.#buf.length * 2, 1024)),
+    );
     next.set(this.#buf.subarray(0, this.#length));
     this.#buf = next;
+  }
+}
+
+/** Throws a 400 for an LF without a CR before it in `buf[from..stop)`. */
+function rejectBareLf(buf: Uint8Array, from: number, stop: number): void {
+  for (let i = buf.indexOf(0x0a, from); i !== -1 && i < stop;) {
+    if (i === 0 || buf[i - 1] !== 0x0d) {
+      throw new HandshakeError(400, "Bare LF in the request head: use CRLF");
+    }
+    i = buf.indexOf(0x0a, i + 1);
   }
 }
 
@@ -124,15 +138,25 @@ export function findHeadEnd(buf: Uint8Array, from = 0): number {
  * characters above U+00FF that fail the field-value check.
  */
 function latin1(bytes: Uint8Array): string {
+  // Fast path: windows-1252 agrees with ISO-8859-1 except where it maps
+  // 0x80-0x9F above U+00FF, so a result without such a character is exact.
+  const text = windows1252.decode(bytes);
+  if (!ABOVE_LATIN1.test(text)) return text;
   let out = "";
   for (let i = 0; i < bytes.length; i += 4096) {
     out += String.fromCharCode(...bytes.subarray(i, i + 4096));
   }
   return out;
 }
+const windows1252 = new TextDecoder("latin1");
+const ABOVE_LATIN1 = /[\u0100-\uffff]/;
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 // Field values: visible ASCII, obs-text, spaces and tabs (RFC 9110 §5.5).
 const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
+
+function isSpaceOrTab(code: number): boolean {
+  return code === 0x20 || code === 0x09;
+}
 
 function parseLines(head: Uint8Array, status: number): { start: string; headers: Headers } {
   const text = latin1(head);
@@ -154,7 +178,10 @@ function parseLines(head: Uint8Array, status: number): { start: string; headers:
     if (!TOKEN.test(name)) {
       throw new HandshakeError(status, `Invalid header name: ${JSON.stringify(name.slice(0, 64))}`);
     }
-    const value = line.slice(colon + 1).replace(/^[ \t]+|[ \t]+$/g, "");
+    let value = line.slice(colon + 1);
+    if (isSpaceOrTab(value.charCodeAt(0)) || isSpaceOrTab(value.charCodeAt(value.length - 1))) {
+      value = value.replace(/^[ \t]+|[ \t]+$/g, "");
+    }
     if (!FIELD_VALUE.test(value)) {
       throw new HandshakeError(status, `Invalid characters in header ${name}`);
     }

@@ -176,8 +176,8 @@ class BunTransport implements Transport {
     };
   }
 
-  readonly localAddr: NetAddress;
   readonly remoteAddr: NetAddress;
+  #localAddr: NetAddress | undefined;
   #socket: BunSocket;
   #chunks: Uint8Array[] = [];
   #queued = 0;
@@ -199,8 +199,15 @@ class BunTransport implements Transport {
   constructor(socket: BunSocket, onReady: ReadyCallback | undefined) {
     this.#socket = socket;
     this.#onReady = onReady;
-    this.localAddr = { hostname: socket.localAddress, port: socket.localPort };
     this.remoteAddr = { hostname: socket.remoteAddress, port: socket.remotePort };
+  }
+
+  /** Read on first use: Bun builds these strings per call, and few ever ask. */
+  get localAddr(): NetAddress {
+    return this.#localAddr ??= {
+      hostname: this.#socket.localAddress ?? "",
+      port: this.#socket.localPort ?? 0,
+    };
   }
 
   get bufferedAmount(): number {
