@@ -18,6 +18,7 @@ import type { NetAddress, Transport } from "./runtime/transport.ts";
 import type { RequestHead } from "./protocol/http.ts";
 import { HandshakeError } from "./protocol/errors.ts";
 import { buildErrorResponse } from "./protocol/handshake.ts";
+import { isUpgradeAttempt } from "./protocol/server_handshake.ts";
 import {
   chunkHeader,
   CONTINUE_RESPONSE,
@@ -129,6 +130,8 @@ export class HttpConnection {
   #idle = false;
   #closed = false;
   #abort: AbortController | null = null;
+  /** A later request asked for a WebSocket upgrade: its bytes, for the server's handshake. */
+  #handoff: Uint8Array | null = null;
   /** The last request's body was not read to its end. */
   #unreadBody = false;
 
@@ -145,9 +148,12 @@ export class HttpConnection {
 
   /**
    * Serves the connection, starting with a head already read, and closes
-   * the transport at the end. Never rejects.
+   * the transport at the end. Never rejects. When a later request on the
+   * connection asks for a WebSocket upgrade, stops and resolves with that
+   * request's bytes (and any after it) instead, leaving the transport open
+   * for the server's opening handshake.
    */
-  async serve(head: RequestHead, rest: Uint8Array): Promise<void> {
+  async serve(head: RequestHead, rest: Uint8Array): Promise<Uint8Array | null> {
     try {
       let request: HttpRequestHead | null;
       try {
@@ -155,7 +161,8 @@ export class HttpConnection {
         this.#reader.begin(request);
         this.#reader.receive(rest);
       } catch (error) {
-        return await this.#refuse(error);
+        await this.#refuse(error);
+        return null;
       }
       while (request !== null && !this.#closed) {
         const keepAlive = await this.#exchange(request);
@@ -172,9 +179,13 @@ export class HttpConnection {
     } catch (error) {
       // Only a bug gets here: every expected failure is handled where it happens.
       this.#config.report(toError(error), true);
-    } finally {
-      this.#finish();
     }
+    if (this.#handoff !== null && !this.#closed) {
+      this.#clearTimer();
+      return this.#handoff;
+    }
+    this.#finish();
+    return null;
   }
 
   /** Graceful close (server shutdown): at once when idle, else after the current response. */
@@ -244,8 +255,17 @@ export class HttpConnection {
       for (;;) {
         const event = reader.next();
         if (event !== null) {
-          if (event.kind === "request") return event.request;
-          continue; // An "end" left over from the previous request.
+          if (event.kind !== "request") continue; // The previous request's "end".
+          if (isUpgradeAttempt(event.request.headers.get("upgrade"))) {
+            // The opening handshake is the server's: give it the bytes back.
+            const rest = reader.takeBuffered();
+            const bytes = new Uint8Array(event.head.length + rest.length);
+            bytes.set(event.head);
+            bytes.set(rest, event.head.length);
+            this.#handoff = bytes;
+            return null;
+          }
+          return event.request;
         }
         if (!started) {
           if (reader.buffered > 0) startHeadTimer();

@@ -450,7 +450,11 @@ async function answerAndClose(transport: Transport, bytes: Uint8Array, drain: bo
 }
 
 /** Reads until the handshake core has a verdict; `null` when the client left first. */
-async function readVerdict(transport: Transport, core: ServerHandshake) {
+async function readVerdict(transport: Transport, core: ServerHandshake, initial?: Uint8Array) {
+  if (initial !== undefined) {
+    const verdict = core.receive(initial);
+    if (verdict !== null) return verdict;
+  }
   for (;;) {
     const chunk = await transport.read();
     if (chunk === null) return null;
@@ -695,7 +699,7 @@ class WebSocketServer<Data> implements Server {
    * and the sans-I/O core, keeps the deadline (from TCP accept, TLS included)
    * and asks the application. Never rejects.
    */
-  async #handshake(transport: Transport): Promise<void> {
+  async #handshake(transport: Transport, initial?: Uint8Array): Promise<void> {
     const handshaking = this.#handshaking;
     handshaking.add(transport);
     const core = new ServerHandshake(this.#config.handshake);
@@ -711,7 +715,7 @@ class WebSocketServer<Data> implements Server {
     let opened: boolean | PlainRequestVerdict = false;
     let http: HttpConnection | null = null;
     try {
-      opened = await this.#negotiate(transport, core, deadline);
+      opened = await this.#negotiate(transport, core, deadline, initial);
     } catch {
       // A read failed: the client is gone (or its TLS handshake failed).
     } finally {
@@ -727,9 +731,14 @@ class WebSocketServer<Data> implements Server {
       }
     }
     if (http !== null && typeof opened === "object") {
-      await http.serve(opened.head, opened.rest);
+      const upgrade = await http.serve(opened.head, opened.rest);
+      // A later request on the kept connection asked for a WebSocket: its
+      // opening handshake runs as on a new connection (listed before the
+      // HTTP connection is unlisted, for shutdown).
+      const next = upgrade === null ? null : this.#handshake(transport, upgrade);
       this.#http.delete(http);
       this.#maybeFinished();
+      await next;
     }
   }
 
@@ -759,8 +768,9 @@ class WebSocketServer<Data> implements Server {
     transport: Transport,
     core: ServerHandshake,
     deadline: { expired: boolean; answering: boolean },
+    initial?: Uint8Array,
   ): Promise<boolean | PlainRequestVerdict> {
-    const verdict = await readVerdict(transport, core);
+    const verdict = await readVerdict(transport, core, initial);
     if (verdict === null || deadline.expired) return false;
     // Not an upgrade, and there is a `fetch` option: plain HTTP from here on.
     if (verdict.kind === "request") {

@@ -182,7 +182,8 @@ function framing(headers: Headers, http11: boolean, maxBodySize: number): BodyFr
 
 /** What {@linkcode Http1Reader.next} produces. */
 export type Http1Event =
-  | { kind: "request"; request: HttpRequestHead }
+  /** A request head; `head` holds its bytes (a view the caller may keep). */
+  | { kind: "request"; request: HttpRequestHead; head: Uint8Array }
   | { kind: "data"; data: Uint8Array }
   | { kind: "end" };
 
@@ -248,6 +249,16 @@ export class Http1Reader {
   /** Bytes received and not taken yet. */
   get buffered(): number {
     return this.#end - this.#start;
+  }
+
+  /**
+   * Hands over the bytes received and not taken (a copy), leaving none:
+   * for a connection that stops speaking HTTP/1.1 (a WebSocket upgrade).
+   */
+  takeBuffered(): Uint8Array {
+    const rest = this.#buf.slice(this.#start, this.#end);
+    this.#start = this.#end;
+    return rest;
   }
 
   /** Whether the reader waits for a new request's head (not inside a body). */
@@ -353,12 +364,13 @@ export class Http1Reader {
     if (end - this.#start > this.#maxHeadSize) {
       throw bad(`Request head is over the limit of ${this.#maxHeadSize} bytes`, 431);
     }
-    const head = parseRequestHead(buf.subarray(this.#start, end));
+    const bytes = buf.subarray(this.#start, end);
+    const head = parseRequestHead(bytes);
     this.#start = end;
     this.#scanned = end;
     const request = interpretRequest(head, this.#options);
     this.#startBody(request.body);
-    return { kind: "request", request };
+    return { kind: "request", request, head: bytes };
   }
 
   #startBody(body: BodyFraming): void {

@@ -146,7 +146,7 @@ export function selectSubprotocol(
  * §7.8). Requests that do are held to every rule of RFC 6455 §4.2.1; the
  * others are plain HTTP.
  */
-function isUpgradeAttempt(upgrade: string | null): boolean {
+export function isUpgradeAttempt(upgrade: string | null): boolean {
   return upgrade !== null && /(?:^|[\s,])websocket(?:$|[\s,])/i.test(upgrade);
 }
 

@@ -14,7 +14,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect, type FetchHandler, serve, type ServeOptions, type Server } from "../../mod.ts";
-import { RawClient, sleep, upgradeRequest, utf8, within } from "./_raw_client.ts";
+import { buildFrame, Op, RawClient, sleep, upgradeRequest, utf8, within } from "./_raw_client.ts";
 import { findExecutable } from "../_executables.ts";
 import { commandFor, missing, peerPath, runPeer } from "./peers/spawn.ts";
 
@@ -711,6 +711,41 @@ describe("plain HTTP: the WebSocket side", () => {
         upgradeRequest(`${HOST}:${port}`, { headers: { "Sec-WebSocket-Key": null } }),
       );
       assert.equal((await client.readResponse()).status, 400);
+      client.destroy();
+    });
+  });
+});
+
+describe("plain HTTP: an upgrade on a kept connection", () => {
+  test("a WebSocket upgrade after plain requests opens a WebSocket on that connection", async () => {
+    await withServer({}, async ({ port, calls }) => {
+      const client = await send(
+        port,
+        GET("/hello?name=first") + upgradeRequest(`${HOST}:${port}`, { path: "/ws" }),
+      );
+      assert.equal((await readResponse(client)).body, "hello first");
+      const upgraded = await client.readResponse();
+      assert.equal(upgraded.status, 101);
+      client.write(buildFrame({ opcode: Op.Text, payload: "over the same socket" }));
+      const frame = await client.expectFrame();
+      assert.equal(decoder.decode(frame.payload), "over the same socket");
+      assert.deepEqual(calls, ["GET /hello"], "the upgrade never reached fetch");
+      client.destroy();
+    });
+  });
+
+  test("a broken upgrade on a kept connection is refused by the upgrade rules", async () => {
+    await withServer({}, async ({ port, calls }) => {
+      const client = await send(
+        port,
+        GET("/hello?name=a") +
+          upgradeRequest(`${HOST}:${port}`, { headers: { "Sec-WebSocket-Version": "8" } }),
+      );
+      assert.equal((await readResponse(client)).status, 200);
+      const refused = await client.readResponse();
+      assert.equal(refused.status, 426);
+      assert.equal(refused.headers.get("sec-websocket-version"), "13");
+      assert.deepEqual(calls, ["GET /hello"]);
       client.destroy();
     });
   });
