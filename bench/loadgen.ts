@@ -6,7 +6,8 @@
  * copying or unmasking anything.
  *
  * Usage: `bun bench/loadgen.ts '<json config>'` (see {@linkcode Config}).
- * Prints one JSON line: a {@linkcode LoadResult} for `mode: "load"`, an
+ * Prints one JSON line: a {@linkcode LoadResult} for `mode: "load"` and for
+ * `mode: "handshake"` (messages are completed opening handshakes), an
  * {@linkcode IdleResult} for `mode: "idle"`.
  *
  * Raw TCP echo targets get no handshake and send back the masked frames
@@ -17,11 +18,19 @@
 
 import process from "node:process";
 import { bun, type BunSocket } from "./lib/bun_api.ts";
-import { CpuMeter, Histogram, type LoadResult, rssKiB, sleep } from "./lib/proc.ts";
+import {
+  CpuMeter,
+  cpuSeconds,
+  Histogram,
+  type LoadResult,
+  machineCpuSeconds,
+  rssKiB,
+  sleep,
+} from "./lib/proc.ts";
 
 /** What to run, passed as one JSON argument. */
 export interface Config {
-  mode: "load" | "idle";
+  mode: "load" | "idle" | "handshake";
   hostname: string;
   port: number;
   /** The target is a raw TCP echo: no handshake, masked frames come back. */
@@ -35,7 +44,10 @@ export interface Config {
   durationMs: number;
   /** Server process id, for its CPU (load) or memory (idle). */
   serverPid: number;
-  /** Connections opened at once (idle mode), so the SYN backlog is not overrun. */
+  /**
+   * Connections opened at once: idle mode (so the SYN backlog is not
+   * overrun) and handshake mode (a new one starts as soon as one completes).
+   */
   batch?: number;
   /** Milliseconds to let the server settle before reading its memory (idle mode). */
   settleMs?: number;
@@ -91,6 +103,8 @@ class Conn {
   queued = 0;
   /** Writes the kernel has not taken yet, in order. */
   writes: Uint8Array[] = [];
+  /** Closed by us: its close is not an error. */
+  ended = false;
   onOpen: (() => void) | null = null;
   onFail: ((error: Error) => void) | null = null;
 
@@ -271,13 +285,13 @@ async function openConnection(): Promise<Conn> {
       },
       close(socket) {
         const conn = socket.data;
-        if (!stopping) {
+        if (!stopping && !conn.ended) {
           errors++;
           conn.onFail?.(new Error("Connection closed by the server"));
         }
       },
       error(socket, error) {
-        if (!stopping) errors++;
+        if (!stopping && !socket.data.ended) errors++;
         socket.data.onFail?.(error);
       },
     },
@@ -308,7 +322,10 @@ async function openMany(count: number, batchSize: number): Promise<Conn[]> {
 
 function closeAll(conns: Conn[]): void {
   stopping = true;
-  for (const c of conns) c.socket.terminate();
+  for (const c of conns) {
+    c.ended = true;
+    c.socket.terminate();
+  }
 }
 
 async function runLoad(): Promise<LoadResult> {
@@ -369,6 +386,80 @@ async function runIdle(): Promise<IdleResult> {
   };
 }
 
-const result = config.mode === "idle" ? await runIdle() : await runLoad();
+/**
+ * Passes of `connections` connections, each opened `batch` at a time (a new
+ * one starts as soon as one completes its handshake), until the passes add
+ * up to `durationMs`. Only the passes are timed: between them the
+ * connections are closed and the server gets 200 ms to take them down, so
+ * its close work stays out of the window. Handshakes per second over the
+ * timed passes; latency from connect() to the 101 response. A first pass of
+ * a quarter as many warms the server's handshake path.
+ */
+async function runHandshakes(): Promise<LoadResult> {
+  const window = config.batch ?? 64;
+  const pass = async (count: number): Promise<Conn[]> => {
+    const conns: Conn[] = [];
+    let started = 0;
+    const worker = async () => {
+      while (started < count) {
+        started++;
+        const t = performance.now();
+        try {
+          conns.push(await openConnection());
+          if (measuring) histogram.record((performance.now() - t) * 1000);
+        } catch {
+          errors++;
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(window, count) }, worker));
+    return conns;
+  };
+  const settle = async (conns: Conn[]) => {
+    closeAll(conns);
+    await sleep(200);
+    stopping = false;
+  };
+  await settle(await pass(Math.max(1, config.connections >> 2)));
+  await sleep(config.warmupMs);
+  histogram.reset();
+  errors = 0;
+  let seconds = 0, handshakes = 0, self = 0, server = 0, machine = 0;
+  const serverCpu = () => config.serverPid > 0 ? cpuSeconds(config.serverPid) : 0;
+  do {
+    const s0 = cpuSeconds("self"), v0 = serverCpu(), m0 = machineCpuSeconds();
+    const t0 = performance.now();
+    measuring = true;
+    const conns = await pass(config.connections);
+    measuring = false;
+    seconds += (performance.now() - t0) / 1000;
+    self += cpuSeconds("self") - s0;
+    server += serverCpu() - v0;
+    machine += machineCpuSeconds() - m0;
+    handshakes += conns.length;
+    await settle(conns);
+  } while (seconds * 1000 < config.durationMs);
+  const loadCpu = (100 * self) / seconds;
+  const serverPercent = config.serverPid > 0 ? (100 * server) / seconds : null;
+  return {
+    messagesPerSec: handshakes / seconds,
+    mbPerSec: 0,
+    p50us: histogram.percentile(50),
+    p99us: histogram.percentile(99),
+    serverCpu: serverPercent,
+    loadCpu,
+    otherCpu: Math.max(0, (100 * machine) / seconds - loadCpu - (serverPercent ?? 0)),
+    messages: handshakes,
+    seconds,
+    connections: config.connections,
+    errors,
+  };
+}
+
+const result = config.mode === "idle"
+  ? await runIdle()
+  : config.mode === "handshake"
+  ? await runHandshakes()
+  : await runLoad();
 console.log(JSON.stringify(result));
 process.exit(0);

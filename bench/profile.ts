@@ -22,6 +22,7 @@ import type { LoadResult } from "./lib/proc.ts";
 import type { Config } from "./loadgen.ts";
 import {
   findTools,
+  HANDSHAKE_SCENARIO,
   runLoad,
   SCENARIOS,
   ServerProcess,
@@ -140,11 +141,13 @@ async function main(): Promise<void> {
     }),
   );
   const target = TARGETS.find((t) => t.id === flags.get("target"));
-  const scenario = SCENARIOS.find((s) => s.id === flags.get("scenario"));
+  const scenario = [...SCENARIOS, HANDSHAKE_SCENARIO].find((s) => s.id === flags.get("scenario"));
   if (target === undefined || scenario === undefined) {
     throw new Error(
       `Usage: --target=${TARGETS.map((t) => t.id).join("|")} ` +
-        `--scenario=${SCENARIOS.map((s) => s.id).join("|")} [--duration=S --warmup=S --top=N]`,
+        `--scenario=${
+          [...SCENARIOS, HANDSHAKE_SCENARIO].map((s) => s.id).join("|")
+        } [--duration=S --warmup=S --top=N]`,
     );
   }
   const durationMs = Number(flags.get("duration") ?? 5) * 1000;
@@ -161,17 +164,19 @@ async function main(): Promise<void> {
   let profile: CpuProfile;
   let result: LoadResult;
   try {
+    const handshakes = scenario === HANDSHAKE_SCENARIO;
     const config: Config = {
-      mode: "load",
+      mode: handshakes ? "handshake" : "load",
       hostname: "127.0.0.1",
       port: server.port,
       raw: target.raw === true,
       connections: scenario.connections,
-      inflight: scenario.inflight,
+      inflight: handshakes ? 1 : scenario.inflight,
       size: scenario.size,
       warmupMs,
       durationMs,
       serverPid: server.pid,
+      ...(handshakes ? { batch: scenario.inflight } : {}),
     };
     const load = runLoad(tools, config);
     if (target.runtime === "deno") {

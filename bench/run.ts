@@ -17,7 +17,8 @@
  *   disturbed (default 3, quick 1)
  * - `--idle-connections=N` [BENCH_IDLE_CONNECTIONS]: default 10000
  * - `--only=REGEX`: run only targets/clients whose id matches
- * - `--skip=servers,idle,clients,broadcast,scaleout`: leave out whole parts
+ * - `--skip=servers,handshakes,idle,clients,broadcast,scaleout`: leave out whole
+ *   parts (`handshakes`: the handshake rows of the server table)
  * - `--wait-quiet=S` [BENCH_WAIT_QUIET]: before each run, wait up to S seconds
  *   for the machine to be nearly idle (under 25% of a core busy), for shared
  *   machines where other work skews the numbers (default 0: do not wait)
@@ -46,6 +47,7 @@ import {
   CLIENTS,
   type ClientTarget,
   findTools,
+  HANDSHAKE_SCENARIO,
   runJson,
   runLoad,
   runtimeArgv,
@@ -674,19 +676,29 @@ function loadConfig(
   server: ServerProcess,
   scenario: Scenario,
 ): Config {
+  const handshakes = scenario === HANDSHAKE_SCENARIO;
   return {
-    mode: "load",
+    mode: handshakes ? "handshake" : "load",
     hostname: "127.0.0.1",
     port: server.port,
     raw: server.target.raw === true,
     connections: scenario.connections,
-    inflight: scenario.inflight,
+    inflight: handshakes ? 1 : scenario.inflight,
     size: scenario.size,
     warmupMs: options.warmupMs,
     durationMs: options.durationMs,
     serverPid: server.pid,
+    ...(handshakes ? { batch: scenario.inflight } : {}),
   };
 }
+
+/** The server scenarios this run measures: the echo ones, then handshakes. */
+function serverScenarios(options: Options): Scenario[] {
+  return options.skip.has("handshakes") ? SCENARIOS : [...SCENARIOS, HANDSHAKE_SCENARIO];
+}
+
+/** Every server scenario a report may hold, in table order. */
+const ALL_SERVER_SCENARIOS = [...SCENARIOS, HANDSHAKE_SCENARIO];
 
 async function runServers(tools: Tools, options: Options, report: Report): Promise<void> {
   const targets = TARGETS.filter((t) => selected(options, t.id));
@@ -696,7 +708,7 @@ async function runServers(tools: Tools, options: Options, report: Report): Promi
       try {
         servers.set(target.id, await ServerProcess.start(tools, target));
       } catch (error) {
-        for (const scenario of SCENARIOS) {
+        for (const scenario of serverScenarios(options)) {
           report.servers.push({
             scenario: scenario.id,
             target: target.id,
@@ -706,11 +718,12 @@ async function runServers(tools: Tools, options: Options, report: Report): Promi
         }
       }
     }
-    for (const scenario of SCENARIOS) {
+    for (const scenario of serverScenarios(options)) {
       const rows = new Map<string, ServerRow>();
       const measure = async (target: Target, round: string): Promise<void> => {
         const server = servers.get(target.id);
-        if (server === undefined) return;
+        // Raw TCP echoes have no handshake.
+        if (server === undefined || (scenario === HANDSHAKE_SCENARIO && target.raw)) return;
         const row = rows.get(target.id) ?? { scenario: scenario.id, target: target.id, runs: [] };
         rows.set(target.id, row);
         progress(`${scenario.id.padEnd(14)} ${round} ${target.label.padEnd(20)} `);
@@ -903,7 +916,7 @@ function serverTable(report: Report): string {
   const find = (scenario: string, target: string | undefined) =>
     report.servers.find((r) => r.scenario === scenario && r.target === target)?.result;
   const rows: string[][] = [];
-  for (const scenario of SCENARIOS) {
+  for (const scenario of ALL_SERVER_SCENARIOS) {
     for (const row of report.servers.filter((r) => r.scenario === scenario.id)) {
       const target = TARGETS.find((t) => t.id === row.target)!;
       const r = row.result;
@@ -916,7 +929,7 @@ function serverTable(report: Report): string {
         target.label + flags(r),
         fmt(r.messagesPerSec),
         spread(row.runs),
-        fmt(r.mbPerSec, 1),
+        scenario.size === 0 ? "–" : fmt(r.mbPerSec, 1),
         fmt(r.p50us),
         fmt(r.p99us),
         fmt(r.serverCpu),
@@ -1027,7 +1040,7 @@ function goals(report: Report): string {
   for (const [sluice, peer] of [["sluice-deno", "deno-builtin"], ["sluice-bun", "bun-builtin"]]) {
     const parts: string[] = [];
     let pass: boolean | null = null;
-    for (const scenario of SCENARIOS) {
+    for (const scenario of ALL_SERVER_SCENARIOS) {
       const a = server(scenario.id, sluice)?.messagesPerSec;
       const b = server(scenario.id, peer)?.messagesPerSec;
       if (a === undefined || b === undefined) continue;
@@ -1132,7 +1145,10 @@ function tables(report: Report): string {
   parts.push(`### Goals\n\n${goals(report)}`);
   parts.push(
     "spread %: (max − min) / median msg/s over the rounds. server CPU µs / msg: server CPU " +
-      "time per echoed message, which a busy machine disturbs less than msg/s. " +
+      "time per echoed message, which a busy machine disturbs less than msg/s. Handshake " +
+      "rows: msg/s is completed opening handshakes per second (passes of 2 000 connections, " +
+      "64 opening at a time, each kept open until its pass ends; p50/p99 from connect() to the " +
+      "101; server CPU µs per handshake). " +
       "Marks: (L) load generator above 90% CPU, so it may be the bottleneck; (N) other " +
       "processes used over 25% of a core during the window (shared machine: noisy); " +
       "(E) connections failed.",
@@ -1185,6 +1201,10 @@ interleaved rounds.
   window (other work on a shared machine).
 - **vs built-in**: msg/s relative to the same runtime's built-in server (or
   client); **vs raw TCP**: relative to the same runtime's raw TCP echo.
+- **Handshakes**: \`bench/loadgen.ts\` on Bun (\`mode: "handshake"\`) opens 2 000
+  connections per pass, 64 at a time (a new one as soon as one gets its 101),
+  keeps them open until the pass ends, then closes them and gives the server
+  200 ms outside the window; passes repeat until the measured window is full.
 - **Idle memory**: a fresh server process, warmed with 100 connections, then
   N connections opened in batches of 250 (handshake completed, nothing sent);
   (RSS after − RSS before) / N, from \`/proc/PID/status\` VmRSS.
@@ -1193,7 +1213,8 @@ interleaved rounds.
 
 Run it: \`deno task bench\` (about 12 minutes on 2 cores), \`deno task bench --quick\` (under
 a minute, smoke only), options \`--duration=S --warmup=S --rounds=N
---idle-connections=N --only=REGEX --skip=servers,idle,clients,broadcast --wait-quiet=S
+--idle-connections=N --only=REGEX --skip=servers,handshakes,idle,clients,broadcast,scaleout
+--wait-quiet=S
 --nice=N --no-readme\` (see \`bench/run.ts\`). Deno and Bun come from
 \`tools/node_modules/.bin\` (\`npm install --prefix tools\`), Node's \`ws\` from
 \`node_modules\`.

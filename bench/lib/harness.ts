@@ -121,6 +121,19 @@ export const SCENARIOS: Scenario[] = [
   },
 ];
 
+/**
+ * Opening handshakes: 2 000 connections per pass, 64 opening at a time,
+ * passes repeated for the measured window (loadgen.ts `mode: "handshake"`).
+ * Raw TCP echoes have no handshake and sit it out.
+ */
+export const HANDSHAKE_SCENARIO: Scenario = {
+  id: "handshake-c2000-b64",
+  label: "handshakes, 2 000 conns, 64 at a time",
+  size: 0,
+  connections: 2000,
+  inflight: 64,
+};
+
 export interface ClientTarget {
   id: string;
   label: string;
