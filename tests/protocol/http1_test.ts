@@ -7,6 +7,8 @@
 
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
+import process from "node:process";
+import fc from "fast-check";
 import {
   ChunkedDecoder,
   encodeChunk,
@@ -480,5 +482,135 @@ describe("responses", () => {
       if (data !== null) out += decoder.decode(data);
     }
     assert.equal(out, "abcde");
+  });
+});
+
+describe("Http1Reader: properties (fast-check)", () => {
+  const SEED = Number(process.env.SLUICE_FC_SEED ?? 20_240_607);
+  const settings = (numRuns: number) => ({ seed: SEED, numRuns, endOnFailure: false });
+
+  /** Cuts `data` at the given points (modulo its length), in order. */
+  function cut(data: Uint8Array, points: number[]): Uint8Array[] {
+    const at = [...new Set(points.map((p) => p % (data.length + 1)))].sort((a, b) => a - b);
+    const chunks: Uint8Array[] = [];
+    let from = 0;
+    for (const p of at) {
+      chunks.push(data.slice(from, p));
+      from = p;
+    }
+    chunks.push(data.slice(from));
+    return chunks;
+  }
+
+  const token = fc.stringMatching(/^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,12}$/);
+  const value = fc.stringMatching(/^[\x21-\x7e]([\x20-\x7e]{0,20}[\x21-\x7e])?$/);
+  const body = fc.uint8Array({ maxLength: 300 });
+  const request = fc.record({
+    method: fc.constantFrom("GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "X-CUSTOM"),
+    path: fc.stringMatching(/^\/[A-Za-z0-9._~%!$&'()*+,;=:@/?-]{0,30}$/),
+    headers: fc.array(fc.tuple(token, value), { maxLength: 5 }),
+    body,
+    chunked: fc.boolean(),
+    chunkSizes: fc.array(fc.integer({ min: 1, max: 64 }), { maxLength: 8 }),
+  }).filter(({ headers }) =>
+    headers.every(([name]) =>
+      !["host", "content-length", "transfer-encoding", "expect", "connection"].includes(
+        name.toLowerCase(),
+      )
+    )
+  );
+
+  /** A request's bytes: chunked with the given chunk sizes, or with a Content-Length. */
+  function encode(r: {
+    method: string;
+    path: string;
+    headers: [string, string][];
+    body: Uint8Array;
+    chunked: boolean;
+    chunkSizes: number[];
+  }): Uint8Array {
+    let head = `${r.method} ${r.path} HTTP/1.1\r\nHost: h\r\n`;
+    for (const [name, v] of r.headers) head += `${name}: ${v}\r\n`;
+    if (!r.chunked) {
+      return concat(utf8(head + `Content-Length: ${r.body.length}\r\n\r\n`), r.body);
+    }
+    const parts: Uint8Array[] = [utf8(head + "Transfer-Encoding: chunked\r\n\r\n")];
+    let at = 0;
+    for (let i = 0; at < r.body.length; i++) {
+      const size = Math.min(
+        r.chunkSizes[i % Math.max(1, r.chunkSizes.length)] ?? 16,
+        r.body.length - at,
+      );
+      parts.push(utf8(size.toString(16) + "\r\n"), r.body.subarray(at, at + size), utf8("\r\n"));
+      at += size;
+    }
+    parts.push(utf8("0\r\n\r\n"));
+    return concat(...parts);
+  }
+
+  test("pipelined valid requests, cut anywhere, come out whole and in order", () => {
+    fc.assert(
+      fc.property(
+        fc.array(request, { minLength: 1, maxLength: 4 }),
+        fc.array(fc.nat(), { maxLength: 12 }),
+        (requests, points) => {
+          const data = concat(...requests.map(encode));
+          const reader = new Http1Reader();
+          const seen: { method: string; path: string; body: number[] }[] = [];
+          for (const chunk of cut(data, points)) {
+            reader.receive(chunk);
+            for (let event; (event = reader.next()) !== null;) {
+              if (event.kind === "request") {
+                seen.push({ method: event.request.method, path: event.request.target, body: [] });
+              } else if (event.kind === "data") seen.at(-1)!.body.push(...event.data);
+            }
+          }
+          assert.deepEqual(
+            seen,
+            requests.map((r) => ({ method: r.method, path: r.path, body: [...r.body] })),
+          );
+          assert.equal(reader.buffered, 0);
+        },
+      ),
+      settings(300),
+    );
+  });
+
+  test("arbitrary bytes raise nothing but a HandshakeError, and the buffer stays bounded", () => {
+    const prefix = fc.constantFrom(
+      "",
+      "GET / HTTP/1.1\r\nHost: h\r\n",
+      "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n",
+      "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\n",
+    );
+    const noise = fc.array(
+      fc.oneof(
+        fc.uint8Array({ maxLength: 40 }),
+        fc.constantFrom("\r\n", "\n", "\r", ":", " ", ";", "0", "a", "\r\n\r\n", "chunked"),
+      ),
+      { maxLength: 30 },
+    );
+    fc.assert(
+      fc.property(prefix, noise, fc.array(fc.nat(), { maxLength: 8 }), (start, parts, points) => {
+        const data = concat(
+          utf8(start),
+          ...parts.map((p) => (typeof p === "string" ? utf8(p) : p)),
+        );
+        const reader = new Http1Reader({ maxHeadSize: 256, maxBodySize: 1024 });
+        try {
+          for (const chunk of cut(data, points)) {
+            reader.receive(chunk);
+            while (reader.next() !== null) {
+              // Events are fine; the point is what else could come out.
+            }
+            assert.ok(reader.buffered <= data.length);
+          }
+        } catch (error) {
+          assert.ok(error instanceof HandshakeError, `unexpected ${error}`);
+          assert.ok([400, 413, 417, 431, 501, 505].includes(error.status), String(error.status));
+        }
+      }),
+      settings(500),
+    );
   });
 });
