@@ -16,6 +16,7 @@ import { join } from "node:path";
 import { connect, type FetchHandler, serve, type ServeOptions, type Server } from "../../mod.ts";
 import { buildFrame, Op, RawClient, sleep, upgradeRequest, utf8, within } from "./_raw_client.ts";
 import { findExecutable } from "../_executables.ts";
+import { makeTestCerts, opensslSkipReason } from "../_certs.ts";
 import { commandFor, missing, peerPath, runPeer } from "./peers/spawn.ts";
 
 const HOST = "127.0.0.1";
@@ -953,6 +954,31 @@ describe("plain HTTP: real clients", () => {
       });
     },
   );
+
+  test("curl over TLS: https:// on the wss:// port, keep-alive included", {
+    skip: curlSkip || opensslSkipReason("the https:// test") || false,
+  }, async () => {
+    const certs = makeTestCerts();
+    try {
+      await withServer({ tls: { cert: certs.cert, key: certs.key } }, async ({ port }) => {
+        const base = `https://localhost:${port}`;
+        const result = await curl([
+          "-v",
+          "--cacert",
+          certs.caFile,
+          `${base}/describe?x=1`,
+          `${base}/hello?name=tls`,
+        ]);
+        assert.equal(result.code, 0, result.err);
+        const [described] = result.out.split("hello tls");
+        assert.equal(JSON.parse(described).search, "?x=1");
+        assert.match(result.out, /hello tls$/);
+        assert.match(result.err, /Re-using existing connection|Reusing existing/i);
+      });
+    } finally {
+      certs.cleanup();
+    }
+  });
 
   test("curl: large uploads use Expect: 100-continue; over the limit they get 413 unsent", {
     skip: curlSkip,
