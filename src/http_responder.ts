@@ -121,7 +121,10 @@ export class HttpConnection {
   readonly #transport: Transport;
   readonly #config: HttpResponderConfig;
   readonly #reader: Http1Reader;
-  #inflight: Promise<Uint8Array | null> | null = null;
+  /** The read in progress, shared by whoever waits for input. */
+  #filling: Promise<boolean> | null = null;
+  /** The client's side ended (or failed): no more input. */
+  #eof = false;
   #bodyQueue: Promise<unknown> = Promise.resolve();
   #timer: ReturnType<typeof setTimeout> | undefined;
   /** Set by the server's shutdown: finish the current response, then close. */
@@ -225,17 +228,47 @@ export class HttpConnection {
     }, ms);
   }
 
-  /** Reads from the transport; a read that a timer interrupted is picked up again. */
-  #read(): Promise<Uint8Array | null> {
-    if (this.#inflight === null) {
-      const read = this.#transport.read();
-      this.#inflight = read;
-      const clear = () => {
-        if (this.#inflight === read) this.#inflight = null;
-      };
-      read.then(clear, clear);
+  /**
+   * Reads one chunk into the request reader; `false` at the end of input.
+   * Callers share the read in progress (a body pull, the watch for a client
+   * that leaves, the wait for the next head), so each chunk is taken once.
+   */
+  #fill(): Promise<boolean> {
+    if (this.#eof) return Promise.resolve(false);
+    if (this.#filling === null) {
+      const filling: Promise<boolean> = this.#transport.read().then((chunk) => {
+        if (chunk === null) {
+          this.#eof = true;
+          return false;
+        }
+        this.#reader.receive(chunk);
+        return true;
+      }, () => {
+        this.#eof = true;
+        return false;
+      }).finally(() => {
+        if (this.#filling === filling) this.#filling = null;
+      });
+      this.#filling = filling;
     }
-    return this.#inflight.catch(() => null);
+    return this.#filling;
+  }
+
+  /**
+   * While a handler works with the request body read (or none), one read
+   * watches the socket: at its end `request.signal` aborts, so a handler
+   * waiting on something else (a long poll) learns the client left. Bytes
+   * that arrive instead (a pipelined request) wait in the reader.
+   */
+  #watch(abort: AbortController): void {
+    // With input already waiting (pipelined requests) there is nothing to
+    // watch for, and no read may be left pending for a WebSocket handoff.
+    if (this.#reader.buffered > 0) return;
+    this.#fill().then((alive) => {
+      if (!alive && this.#abort === abort) {
+        abort.abort(new Error("The client closed the connection"));
+      }
+    });
   }
 
   /**
@@ -275,10 +308,9 @@ export class HttpConnection {
             this.#setTimer(this.#config.idleTimeout, () => this.#finish());
           }
         }
-        const chunk = await this.#read();
+        const alive = await this.#fill();
         this.#idle = false;
-        if (chunk === null || this.#closed) return null;
-        reader.receive(chunk);
+        if (!alive || this.#closed) return null;
         if (!started) startHeadTimer();
       }
     } catch (error) {
@@ -323,9 +355,8 @@ export class HttpConnection {
       if (bytes !== null) await this.#transport.write(bytes);
       let drained = 0;
       while (!this.#closed && drained < 1024 * 1024) {
-        const chunk = await this.#read();
-        if (chunk === null) break;
-        drained += chunk.length;
+        if (!(await this.#fill())) break;
+        drained += this.#reader.takeBuffered().length;
       }
     } catch {
       // The client is gone.
@@ -347,6 +378,7 @@ export class HttpConnection {
     };
     const abort = new AbortController();
     this.#abort = abort;
+    if (!body.open) this.#watch(abort);
     let response: Response;
     try {
       const request = this.#makeRequest(head, body, abort.signal);
@@ -428,6 +460,7 @@ export class HttpConnection {
         if (event !== null) {
           if (event.kind === "data") return event.data;
           body.open = false;
+          if (this.#abort !== null) this.#watch(this.#abort);
           return null;
         }
         if (body.awaitingContinue) {
@@ -437,13 +470,12 @@ export class HttpConnection {
         this.#setTimer(this.#config.headTimeout, () => {
           this.#timedOut(null);
         });
-        const chunk = await this.#read();
+        const alive = await this.#fill();
         this.#clearTimer();
-        if (chunk === null || this.#closed) {
+        if (!alive || this.#closed) {
           body.lost = true;
           throw new Error("The client closed the connection before the request body ended");
         }
-        reader.receive(chunk);
       }
     } catch (error) {
       if (error instanceof HandshakeError) body.error = error;

@@ -720,18 +720,22 @@ describe("plain HTTP: the WebSocket side", () => {
 describe("plain HTTP: an upgrade on a kept connection", () => {
   test("a WebSocket upgrade after plain requests opens a WebSocket on that connection", async () => {
     await withServer({}, async ({ port, calls }) => {
-      const client = await send(
-        port,
-        GET("/hello?name=first") + upgradeRequest(`${HOST}:${port}`, { path: "/ws" }),
-      );
-      assert.equal((await readResponse(client)).body, "hello first");
-      const upgraded = await client.readResponse();
-      assert.equal(upgraded.status, 101);
-      client.write(buildFrame({ opcode: Op.Text, payload: "over the same socket" }));
-      const frame = await client.expectFrame();
-      assert.equal(decoder.decode(frame.payload), "over the same socket");
-      assert.deepEqual(calls, ["GET /hello"], "the upgrade never reached fetch");
-      client.destroy();
+      for (const pipelined of [true, false]) {
+        const upgrade = upgradeRequest(`${HOST}:${port}`, { path: "/ws" });
+        const client = await send(port, GET("/hello?name=first") + (pipelined ? upgrade : ""));
+        assert.equal((await readResponse(client)).body, "hello first");
+        if (!pipelined) {
+          await sleep(20); // The server waits for the next request with a read pending.
+          client.write(upgrade);
+        }
+        const upgraded = await client.readResponse();
+        assert.equal(upgraded.status, 101);
+        client.write(buildFrame({ opcode: Op.Text, payload: "over the same socket" }));
+        const frame = await client.expectFrame();
+        assert.equal(decoder.decode(frame.payload), "over the same socket");
+        client.destroy();
+      }
+      assert.deepEqual(calls, ["GET /hello", "GET /hello"], "the upgrades never reached fetch");
     });
   });
 
@@ -819,6 +823,38 @@ describe("plain HTTP: memory and shutdown", () => {
       await client.readResponse();
       client.destroy();
       await within(aborted!, 3000, "request.signal abort");
+    } finally {
+      await server.shutdown();
+    }
+  });
+
+  test("request.signal aborts when the client leaves while the handler waits (long poll)", async () => {
+    let aborted: Promise<void> | null = null;
+    let answered = false;
+    const server = await serve({
+      port: 0,
+      hostname: HOST,
+      fetch: async (request) => {
+        aborted = new Promise((resolve) =>
+          request.signal.addEventListener("abort", () => resolve())
+        );
+        await aborted; // Waits for an event that never comes, but for the abort.
+        answered = true;
+        return new Response("too late");
+      },
+    }, {});
+    try {
+      for (
+        const text of [GET("/poll"), "POST /poll HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n"]
+      ) {
+        aborted = null;
+        const client = await send(server.addr.port, text);
+        for (let i = 0; i < 100 && aborted === null; i++) await sleep(10);
+        client.destroy();
+        await within(aborted!, 3000, "request.signal abort");
+      }
+      await sleep(20);
+      assert.ok(answered);
     } finally {
       await server.shutdown();
     }
