@@ -135,6 +135,8 @@ export class HttpConnection {
   #abort: AbortController | null = null;
   /** A later request asked for a WebSocket upgrade: its bytes, for the server's handshake. */
   #handoff: Uint8Array | null = null;
+  /** The current response's head went out (an error can no longer change its status). */
+  #headWritten = false;
   /** The last request's body was not read to its end. */
   #unreadBody = false;
 
@@ -378,6 +380,7 @@ export class HttpConnection {
     };
     const abort = new AbortController();
     this.#abort = abort;
+    this.#headWritten = false;
     if (!body.open) this.#watch(abort);
     let response: Response;
     try {
@@ -402,7 +405,7 @@ export class HttpConnection {
     // not send the body now, so only closing leaves no doubt (RFC 9110 §10.1.1).
     let keepAlive = head.keepAlive && !this.#closing && !body.awaitingContinue;
     if (response.headers.get("connection")?.toLowerCase().includes("close")) keepAlive = false;
-    const completed = await this.#writeResponse(head, response, keepAlive);
+    const completed = await this.#writeResponse(head, response, keepAlive, body);
     this.#abort = null;
     // The response did not go out whole (the client left, the body broke):
     // whatever still works for this request may stop.
@@ -542,6 +545,7 @@ export class HttpConnection {
     head: HttpRequestHead,
     response: Response,
     keepAlive: boolean,
+    body: BodyState,
   ): Promise<boolean> {
     const isHead = head.method.toUpperCase() === "HEAD";
     const declared = parseContentLength(response.headers.get("content-length"));
@@ -551,7 +555,7 @@ export class HttpConnection {
     } catch (error) {
       // A body already used or locked: the application's mistake, told as 500.
       this.#config.report(toError(error), true);
-      return await this.#writeResponse(head, internalError(), keepAlive);
+      return await this.#writeResponse(head, internalError(), keepAlive, body);
     }
     // What the body holds right now: gathered to send small bodies with a length.
     const gathered: Uint8Array[] = [];
@@ -602,6 +606,7 @@ export class HttpConnection {
           : undefined,
       });
       if (framing.kind === "none") {
+        this.#headWritten = true;
         await this.#write(headBytes);
         if (reader !== null && !ended) {
           pending?.catch(() => {});
@@ -611,11 +616,24 @@ export class HttpConnection {
       }
       return await this.#writeBody(headBytes, framing, reader, gathered, ended, pending);
     } catch (error) {
-      // The socket failed (the client left: no one's fault, not reported) or
-      // the body stream errored (the application's).
-      if (!this.#closed && !isSocketError(error)) this.#config.report(toError(error), true);
       pending?.catch(() => {});
       reader?.cancel(error).catch(() => {});
+      // The client left: nobody's fault, nothing to report.
+      if (this.#closed || isSocketError(error)) return false;
+      if (body.error !== null) {
+        // The response streamed the request body, and that was malformed or too large.
+        this.#config.report(body.error, false);
+        if (!this.#headWritten) {
+          const { status, message, headers } = body.error;
+          await this.#answerAndClose(buildErrorResponse(status, message, headers));
+        }
+        return false;
+      }
+      // The application's body stream failed: a 500 while nothing went out yet.
+      this.#config.report(toError(error), true);
+      if (!this.#headWritten && !body.lost) {
+        return await this.#writeResponse(head, internalError(), keepAlive, body);
+      }
       return false;
     }
   }
@@ -640,6 +658,7 @@ export class HttpConnection {
       else first.push(chunkHeader(piece.length), piece, CRLF);
     }
     if (ended && chunked) first.push(LAST_CHUNK);
+    this.#headWritten = true;
     await this.#writeParts(first);
     if (ended) return framing.kind !== "length" || left === 0 || this.#lengthMismatch(left);
     while (reader !== null) {

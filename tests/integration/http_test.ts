@@ -60,6 +60,16 @@ function app(calls: Calls): FetchHandler {
       }
       case "/throw":
         throw new Error("handler failed on purpose");
+      case "/stream-echo":
+        return new Response(request.body);
+      case "/broken":
+        return new Response(
+          new ReadableStream({
+            pull(controller) {
+              controller.error(new Error("body broken on purpose"));
+            },
+          }),
+        );
       case "/not-a-response":
         return "oops" as unknown as Response;
       case "/remote":
@@ -413,6 +423,31 @@ describe("plain HTTP: handler failures", () => {
       });
     });
   }
+
+  test("a response body that fails before its first byte: 500, and the connection goes on", async () => {
+    await withServer({}, async ({ port, errors }) => {
+      const client = await send(port, GET("/broken") + GET("/hello?name=after"));
+      assert.equal((await readResponse(client)).status, 500);
+      assert.equal((await readResponse(client)).body, "hello after");
+      assert.match(errors[0]?.message ?? "", /on purpose/);
+      client.destroy();
+    });
+  });
+
+  test("a streamed echo of a malformed chunked body: 400, reported as the client's", async () => {
+    await withServer({}, async ({ port, errors }) => {
+      const client = await send(
+        port,
+        "POST /stream-echo HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n" +
+          "3\r\nabc\r\nzz\r\n",
+      );
+      const response = await readResponse(client);
+      assert.equal(response.status, 400);
+      assert.ok(await client.waitForEnd(3000));
+      assert.ok(errors.length > 0);
+      for (const error of errors) assert.match(error.message, /chunk size/i);
+    });
+  });
 
   test("a response body that errors midway cuts the chunked body and closes", async () => {
     const errors: Error[] = [];
