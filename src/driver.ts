@@ -197,6 +197,8 @@ export class ConnectionDriver {
   #readPaused = false;
 
   // Output.
+  /** Inside `#onData`: it flushes once the chunk is parsed, so sends need no microtask. */
+  #receiving = false;
   #flushScheduled = false;
   #writing = false;
   /** Bytes taken from the protocol and not yet handed to `transport.write()`. */
@@ -390,7 +392,12 @@ export class ConnectionDriver {
   #onData(chunk: Uint8Array): boolean {
     if (this.#transportClosed) return false;
     this.#heard = true;
-    this.#protocol.receive(chunk);
+    this.#receiving = true;
+    try {
+      this.#protocol.receive(chunk);
+    } finally {
+      this.#receiving = false;
+    }
     // Everything this chunk produced (replies, handler sends) is queued now:
     // write it before the next read is issued rather than in a microtask.
     if (this.#protocol.outputBytes > 0 && !this.#writing) this.#flush();
@@ -618,7 +625,7 @@ export class ConnectionDriver {
   }
 
   #scheduleFlush(): void {
-    if (this.#flushScheduled || this.#writing) return;
+    if (this.#flushScheduled || this.#writing || this.#receiving) return;
     this.#flushScheduled = true;
     queueMicrotask(() => this.#flush());
   }
