@@ -71,9 +71,17 @@ export interface ProtocolOptions {
 const encoder = new TextEncoder();
 /** Size of a connection's frame arena (allocated on its first send). */
 const ARENA_SIZE = 16 * 1024;
-/** Payloads up to this size are copied next to their header in one buffer. */
-const COPY_THRESHOLD = 16 * 1024;
-const textScratch = new Uint8Array(3 * COPY_THRESHOLD);
+/** Text up to this many UTF-16 units is encoded once into scratch, then copied next to its header. */
+const TEXT_COPY_THRESHOLD = 16 * 1024;
+const textScratch = new Uint8Array(3 * TEXT_COPY_THRESHOLD);
+/**
+ * Payloads up to this size are copied next to their header in one buffer,
+ * so that the frame leaves in one socket write: for 64 KiB a second write
+ * costs more than the copy (Bun echo: 30-34 → 27-31 µs per message), for
+ * 256 KiB the copy costs more (Bun: 122-141 → 172-181 µs). Larger payloads
+ * go out from where they are, after their header.
+ */
+const COPY_THRESHOLD = 64 * 1024;
 
 /**
  * One WebSocket connection's protocol state, after the opening handshake.
@@ -202,7 +210,7 @@ export class WebSocketProtocol {
   /** Queues a text message. Returns false (and sends nothing) unless OPEN. */
   sendText(data: string): boolean {
     if (this.#state !== ReadyState.OPEN) return false;
-    if (data.length <= COPY_THRESHOLD && this.#codec === null) {
+    if (data.length <= TEXT_COPY_THRESHOLD && this.#codec === null) {
       // Encode once into scratch, then copy next to the header.
       const { written } = encoder.encodeInto(data, textScratch);
       this.#queueFrame(Opcode.Text, textScratch.subarray(0, written), false, true);
