@@ -59,6 +59,7 @@ export {
   type Message,
   type SendData,
   WebSocketConnection,
+  type WebSocketConnectionEventMap,
   type WebSocketHandlers,
 } from "./src/websocket.ts";
 export { HandshakeError, WebSocketError, type WebSocketErrorCode } from "./src/protocol/errors.ts";

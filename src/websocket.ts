@@ -28,6 +28,18 @@ import { type CloseInfo, ConnectionDriver, type Message, OUTPUT_HIGH_WATER } fro
 
 export type { CloseInfo, Message };
 
+/** The events of a {@linkcode WebSocketConnection}, by type, as in the WHATWG `WebSocket`. */
+export interface WebSocketConnectionEventMap {
+  /** The connection opened. */
+  open: Event;
+  /** A message: `data` is a string, or an `ArrayBuffer`/`Blob` by `binaryType`. */
+  message: MessageEvent;
+  /** The connection failed or user code threw (`error` holds the cause). */
+  error: ErrorEvent;
+  /** The connection closed: `code`, `reason`, `wasClean`. */
+  close: CloseEvent;
+}
+
 /** What `send()` accepts, as in the WHATWG `WebSocket`. */
 export type SendData = string | ArrayBufferLike | ArrayBufferView | Blob;
 
@@ -567,14 +579,28 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
   /**
    * Adds a listener. It runs behind the connection's guard: if it throws (or
    * its promise rejects), the connection closes with 1011 and the error is
-   * reported, instead of reaching the event loop.
+   * reported, instead of reaching the event loop. Listeners for `open`,
+   * `message`, `error` and `close` get their event's type (`e.data` on a
+   * `message` event type-checks).
    */
+  override addEventListener<K extends keyof WebSocketConnectionEventMap>(
+    type: K,
+    listener: (this: this, event: WebSocketConnectionEventMap[K]) => unknown,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+  /** Adds a listener for any event type, behind the same guard. */
   override addEventListener(
     type: string,
     listener: EventListenerOrEventListenerObject | null,
     options?: boolean | AddEventListenerOptions,
+  ): void;
+  override addEventListener(
+    type: string,
+    listenerOrNull: EventListenerOrEventListenerObject | ((event: never) => unknown) | null,
+    options?: boolean | AddEventListenerOptions,
   ): void {
-    if (listener === null) return super.addEventListener(type, listener, options);
+    if (listenerOrNull === null) return super.addEventListener(type, null, options);
+    const listener = listenerOrNull as EventListenerOrEventListenerObject;
     // Over-counting (a listener added twice, or removed later) only costs an
     // unneeded event object; never under-count.
     if (type === "message") this.#messageListeners++;
