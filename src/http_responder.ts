@@ -70,6 +70,9 @@ export interface HttpResponderConfig {
 }
 
 /** Unread request body past which a connection is closed rather than drained. */
+/** What the wait for a handler yields when its connection went away first. */
+const CONNECTION_GONE = Symbol("connection gone");
+
 const DRAIN_LIMIT = 256 * 1024;
 /** Bytes of a response body gathered to send it with a Content-Length. */
 const GATHER_LIMIT = 64 * 1024;
@@ -515,10 +518,27 @@ export class HttpConnection {
    * when nobody listens), and the connection goes on.
    */
   async #callFetch(request: Request, body: BodyState): Promise<Response> {
+    // A handler that never settles must not hold the connection (or the
+    // server's shutdown) once the connection is gone: stop waiting when the
+    // request's signal aborts (the client left, the body failed, shutdown
+    // dropped the connection).
+    const signal = request.signal;
+    let stopWaiting: (() => void) | undefined;
+    const gone = new Promise<typeof CONNECTION_GONE>((resolve) => {
+      if (signal.aborted) return resolve(CONNECTION_GONE);
+      stopWaiting = () => resolve(CONNECTION_GONE);
+      signal.addEventListener("abort", stopWaiting, { once: true });
+    });
     try {
-      const response = await this.#config.fetch(request, {
-        remoteAddr: this.#transport.remoteAddr,
-      });
+      const response = await Promise.race([
+        this.#config.fetch(request, { remoteAddr: this.#transport.remoteAddr }),
+        gone,
+      ]);
+      if (response === CONNECTION_GONE) {
+        // The body's own error (if that was the cause) stays the answer.
+        if (body.error === null) body.lost = true;
+        return internalError();
+      }
       if (!(response instanceof Response)) {
         throw new TypeError(
           `The fetch handler must return a Response, got ${
@@ -532,6 +552,8 @@ export class HttpConnection {
       // the body's own error (400 or 413) is the answer and the report.
       if (body.error === null && !body.lost) this.#config.report(toError(error), true);
       return internalError();
+    } finally {
+      if (stopWaiting !== undefined) signal.removeEventListener("abort", stopWaiting);
     }
   }
 

@@ -792,6 +792,36 @@ describe("plain HTTP: an upgrade on a kept connection", () => {
 });
 
 describe("plain HTTP: memory and shutdown", () => {
+  test("a handler that never settles: the client leaving frees the connection, shutdown ends", async () => {
+    let signals = 0;
+    const server = await serve({
+      port: 0,
+      hostname: HOST,
+      closeTimeout: 300,
+      onError: () => {},
+      fetch: (request) => {
+        request.signal.addEventListener("abort", () => signals++);
+        return new Promise<Response>(() => {});
+      },
+    }, {});
+    try {
+      // The client leaves while its handler hangs: the connection is freed.
+      const leaving = await send(server.addr.port, GET("/"));
+      await sleep(100);
+      leaving.destroy();
+      for (let i = 0; i < 100 && signals < 1; i++) await sleep(20);
+      assert.equal(signals, 1, "request.signal aborted when the client left");
+      // Another hangs through shutdown: dropped after closeTimeout.
+      const staying = await send(server.addr.port, GET("/"));
+      await sleep(100);
+      await within(server.shutdown(), 5000, "shutdown with a handler that never settles");
+      assert.equal(signals, 2);
+      staying.destroy();
+    } finally {
+      await within(server.shutdown(), 5000, "shutdown");
+    }
+  });
+
   test("a client that never reads holds the producer back (write backpressure)", async () => {
     let produced = 0;
     let cancelled = false;
