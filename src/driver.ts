@@ -242,6 +242,7 @@ export class ConnectionDriver {
         maxFrameSize: options.maxFrameSize,
         maxFragments: options.maxFragments,
         codec,
+        allocate: transport.allocate,
       },
       {
         text: (data) => this.#deliver(data),

@@ -66,9 +66,19 @@ export interface ProtocolOptions {
   maxFragments?: number;
   /** The negotiated compression, if any. */
   codec?: MessageCodec | null;
+  /**
+   * Makes buffers that are written in full before anyone reads them (large
+   * received payloads, large frames to send), so a runtime may hand out
+   * uninitialized memory. @default {(size) => new Uint8Array(size)}
+   */
+  allocate?: (size: number) => Uint8Array;
 }
 
 const encoder = new TextEncoder();
+
+function zeroed(size: number): Uint8Array {
+  return new Uint8Array(size);
+}
 /** Size of a connection's frame arena (allocated on its first send). */
 const ARENA_SIZE = 16 * 1024;
 /** Text up to this many UTF-16 units is encoded once into scratch, then copied next to its header. */
@@ -105,6 +115,7 @@ export class WebSocketProtocol {
   #parser: FrameParser;
   #assembler: MessageAssembler;
   #codec: MessageCodec | null;
+  #allocate: (size: number) => Uint8Array;
   #state: ReadyState = ReadyState.OPEN;
   #out: Uint8Array[] = [];
   /**
@@ -126,6 +137,7 @@ export class WebSocketProtocol {
     this.#role = options.role;
     this.#handler = handler;
     this.#codec = options.codec ?? null;
+    this.#allocate = options.allocate ?? zeroed;
     const events: MessageHandler = {
       text: (data) => this.#handler.text(data),
       binary: (data) => this.#handler.binary(data),
@@ -137,6 +149,7 @@ export class WebSocketProtocol {
       maxMessageSize: options.maxMessageSize,
       maxFragments: options.maxFragments,
       inflate: this.#codec?.decompress,
+      allocate: options.allocate,
     });
     this.#parser = new FrameParser(this.#assembler, {
       role: options.role,
@@ -353,7 +366,7 @@ export class WebSocketProtocol {
       frame = this.#arena!;
     } else {
       this.#sealArena();
-      frame = new Uint8Array(size);
+      frame = this.#allocate(size);
       at = 0;
       this.#out.push(frame);
     }

@@ -53,6 +53,17 @@ export interface MessageAssemblerOptions {
   maxFragments?: number;
   /** Set when permessage-deflate is active: inflates RSV1 messages. */
   inflate?: InflateFunction;
+  /**
+   * Makes the buffer for a payload that arrives in pieces. Every byte of it
+   * is written before the message is delivered (a message that fails is
+   * never delivered), so a runtime may hand out uninitialized memory and
+   * skip zero-filling large payloads. @default {(size) => new Uint8Array(size)}
+   */
+  allocate?: (size: number) => Uint8Array;
+}
+
+function zeroed(size: number): Uint8Array {
+  return new Uint8Array(size);
 }
 
 /** Whole-message decodes keep no state between calls, so one decoder serves all connections. */
@@ -119,6 +130,7 @@ export class MessageAssembler implements FrameHandler {
   #maxMessageSize: number;
   #maxFragments: number;
   #inflate: InflateFunction | undefined;
+  #allocate: (size: number) => Uint8Array;
   #utf8 = new Utf8Validator();
 
   // The frame in progress.
@@ -162,6 +174,7 @@ export class MessageAssembler implements FrameHandler {
       throw new RangeError(`maxFragments must be at least 1, got ${String(options.maxFragments)}`);
     }
     this.#inflate = options.inflate;
+    this.#allocate = options.allocate ?? zeroed;
   }
 
   /** Sets the inflater once permessage-deflate is negotiated. */
@@ -264,7 +277,7 @@ export class MessageAssembler implements FrameHandler {
           if (this.#frameText && !this.#utf8.push(buf, 0, n)) throw textError();
           return;
         }
-        buf = this.#frameBuf = new Uint8Array(this.#frameLength);
+        buf = this.#frameBuf = this.#allocate(this.#frameLength);
       }
       at = offset;
     } else {

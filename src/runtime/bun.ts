@@ -71,6 +71,8 @@ interface BunApi {
     reusePort?: boolean;
     socket: BunSocketHandler;
   }): BunListener;
+  /** A Uint8Array with its own, uninitialized ArrayBuffer. */
+  allocUnsafe(size: number): Uint8Array;
   connect(options: {
     hostname: string;
     port: number;
@@ -107,6 +109,11 @@ interface HandlerOptions {
   tls: boolean;
   /** Client sockets verify the server; server sockets ask for no client certificate. */
   client: boolean;
+}
+
+/** Uninitialized memory: the caller overwrites every byte (see `Transport.allocate`). */
+function allocUnsafe(size: number): Uint8Array {
+  return bun().allocUnsafe(size);
 }
 
 function closedError(): Error {
@@ -177,6 +184,7 @@ class BunTransport implements Transport {
   }
 
   readonly remoteAddr: NetAddress;
+  readonly allocate = allocUnsafe;
   #localAddr: NetAddress | undefined;
   #socket: BunSocket;
   #chunks: Uint8Array[] = [];

@@ -67,6 +67,13 @@ export interface Transport {
   readonly tlsHandshaking?: boolean;
   /** Bytes accepted by `write()` but not yet handed to the kernel. */
   readonly bufferedAmount: number;
+  /**
+   * Optional: makes a buffer of `size` bytes that its caller writes in full
+   * before reading any of it, so it may be uninitialized (Bun: skips
+   * zero-filling large payloads). A plain function, not bound to the
+   * transport.
+   */
+  readonly allocate?: (size: number) => Uint8Array;
   /** The local address of the socket. */
   readonly localAddr: NetAddress;
   /** The remote address of the socket. */
