@@ -102,20 +102,32 @@ const DRAIN_MARK = 64 * 1024;
  * payloads are written from where they are instead of being copied.
  */
 function coalesce(chunks: Uint8Array[]): Uint8Array[] {
+  // The common case (a burst of small frames, a pub/sub backlog): one join.
+  let total = 0;
+  for (const chunk of chunks) {
+    if (chunk.length > COALESCE_CHUNK) return coalesceRuns(chunks);
+    total += chunk.length;
+  }
+  return total <= COALESCE_LIMIT ? [join(chunks, total)] : coalesceRuns(chunks);
+}
+
+function join(chunks: Uint8Array[], total: number): Uint8Array {
+  const joined = new Uint8Array(total);
+  let at = 0;
+  for (const chunk of chunks) {
+    joined.set(chunk, at);
+    at += chunk.length;
+  }
+  return joined;
+}
+
+function coalesceRuns(chunks: Uint8Array[]): Uint8Array[] {
   const out: Uint8Array[] = [];
   let run: Uint8Array[] = [];
   let runBytes = 0;
   const endRun = () => {
     if (run.length === 1) out.push(run[0]);
-    else if (run.length > 1) {
-      const joined = new Uint8Array(runBytes);
-      let at = 0;
-      for (const chunk of run) {
-        joined.set(chunk, at);
-        at += chunk.length;
-      }
-      out.push(joined);
-    }
+    else if (run.length > 1) out.push(join(run, runBytes));
     run = [];
     runBytes = 0;
   };
@@ -628,7 +640,31 @@ export class ConnectionDriver {
   #scheduleFlush(): void {
     if (this.#flushScheduled || this.#writing || this.#receiving) return;
     this.#flushScheduled = true;
-    queueMicrotask(() => this.#flush());
+    const pending = ConnectionDriver.#pendingFlushes;
+    pending.push(this);
+    if (pending.length === 1) queueMicrotask(ConnectionDriver.#flushPending);
+  }
+
+  /**
+   * Connections with output queued outside a read (a pub/sub fan-out, sends
+   * from timers): one microtask writes them all, rather than a microtask and
+   * a closure per connection.
+   */
+  static #pendingFlushes: ConnectionDriver[] = [];
+
+  static #flushPending(): void {
+    const drivers = ConnectionDriver.#pendingFlushes;
+    ConnectionDriver.#pendingFlushes = [];
+    for (const driver of drivers) {
+      try {
+        driver.#flush();
+      } catch (error) {
+        // As from a microtask of its own; the other connections still flush.
+        queueMicrotask(() => {
+          throw error;
+        });
+      }
+    }
   }
 
   /** Writes everything queued, coalescing small frames into one write. */
