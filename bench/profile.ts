@@ -24,23 +24,17 @@ import {
   findTools,
   HANDSHAKE_SCENARIO,
   runLoad,
+  type Scenario,
   SCENARIOS,
   ServerProcess,
+  type Target,
   TARGETS,
   type Tools,
 } from "./lib/harness.ts";
 
 const RESULTS = new URL("./results/", import.meta.url).pathname;
 
-/** The Chrome `.cpuprofile` format, as V8's inspector and Bun write it. */
-interface CpuProfile {
-  nodes: {
-    id: number;
-    callFrame: { functionName: string; url: string; lineNumber: number };
-    children?: number[];
-  }[];
-  samples: number[];
-}
+import type { CpuProfile } from "./lib/breakdown.ts";
 
 /** Per-function share of the non-idle samples. */
 export interface FunctionTime {
@@ -133,30 +127,16 @@ async function waitFor(read: () => string, pattern: RegExp, ms: number): Promise
   }
 }
 
-async function main(): Promise<void> {
-  const flags = new Map(
-    Deno.args.map((arg) => {
-      const [name, value] = arg.replace(/^--/, "").split("=");
-      return [name, value ?? "true"] as const;
-    }),
-  );
-  const target = TARGETS.find((t) => t.id === flags.get("target"));
-  const scenario = [...SCENARIOS, HANDSHAKE_SCENARIO].find((s) => s.id === flags.get("scenario"));
-  if (target === undefined || scenario === undefined) {
-    throw new Error(
-      `Usage: --target=${TARGETS.map((t) => t.id).join("|")} ` +
-        `--scenario=${
-          [...SCENARIOS, HANDSHAKE_SCENARIO].map((s) => s.id).join("|")
-        } [--duration=S --warmup=S --top=N]`,
-    );
-  }
-  const durationMs = Number(flags.get("duration") ?? 5) * 1000;
-  const warmupMs = Number(flags.get("warmup") ?? 1) * 1000;
-  const top = Number(flags.get("top") ?? 30);
-  const tools: Tools = await findTools(Number(flags.get("nice") ?? 0));
+/** A profile of one server under one scenario, with the load result of the same run. */
+export async function profileServer(
+  tools: Tools,
+  target: Target,
+  scenario: Scenario,
+  timing: { durationMs: number; warmupMs: number },
+): Promise<{ profile: CpuProfile; result: LoadResult; dir: string }> {
+  const { durationMs, warmupMs } = timing;
   await Deno.mkdir(RESULTS, { recursive: true });
   const profileDir = await Deno.makeTempDir({ dir: RESULTS, prefix: "profile-" });
-
   const runtimeFlags = target.runtime === "deno"
     ? ["--inspect=127.0.0.1:0"]
     : ["--cpu-prof", `--cpu-prof-dir=${profileDir}`];
@@ -197,7 +177,35 @@ async function main(): Promise<void> {
   } else {
     await Deno.writeTextFile(`${profileDir}/deno.cpuprofile`, JSON.stringify(profile!));
   }
-  const summary = summarize(profile!);
+  return { profile: profile!, result, dir: profileDir };
+}
+
+async function main(): Promise<void> {
+  const flags = new Map(
+    Deno.args.map((arg) => {
+      const [name, value] = arg.replace(/^--/, "").split("=");
+      return [name, value ?? "true"] as const;
+    }),
+  );
+  const target = TARGETS.find((t) => t.id === flags.get("target"));
+  const scenario = [...SCENARIOS, HANDSHAKE_SCENARIO].find((s) => s.id === flags.get("scenario"));
+  if (target === undefined || scenario === undefined) {
+    throw new Error(
+      `Usage: --target=${TARGETS.map((t) => t.id).join("|")} ` +
+        `--scenario=${
+          [...SCENARIOS, HANDSHAKE_SCENARIO].map((s) => s.id).join("|")
+        } [--duration=S --warmup=S --top=N]`,
+    );
+  }
+  const durationMs = Number(flags.get("duration") ?? 5) * 1000;
+  const warmupMs = Number(flags.get("warmup") ?? 1) * 1000;
+  const top = Number(flags.get("top") ?? 30);
+  const tools: Tools = await findTools(Number(flags.get("nice") ?? 0));
+  const { profile, result, dir } = await profileServer(tools, target, scenario, {
+    durationMs,
+    warmupMs,
+  });
+  const summary = summarize(profile);
   console.log(
     `${target.label}, ${scenario.label}: ${Math.round(result.messagesPerSec)} msg/s, ` +
       `server CPU ${Math.round(result.serverCpu ?? 0)}%, load generator CPU ${
@@ -206,7 +214,7 @@ async function main(): Promise<void> {
   );
   console.log(
     `Idle in ${summary.idlePercent.toFixed(1)}% of samples; shares below are of the busy samples.` +
-      `\nRaw profile: ${profileDir}\n`,
+      `\nRaw profile: ${dir}\n`,
   );
   console.log("  self %  total %  function");
   for (const f of summary.functions.slice(0, top)) {

@@ -17,8 +17,9 @@
  *   disturbed (default 3, quick 1)
  * - `--idle-connections=N` [BENCH_IDLE_CONNECTIONS]: default 10000
  * - `--only=REGEX`: run only targets/clients whose id matches
- * - `--skip=servers,handshakes,idle,clients,broadcast,scaleout`: leave out whole
- *   parts (`handshakes`: the handshake rows of the server table)
+ * - `--skip=servers,handshakes,breakdown,idle,clients,broadcast,scaleout`: leave
+ *   out whole parts (`handshakes`: the handshake rows of the server table;
+ *   `breakdown`: the profiled runs that split the 64 B echo's CPU time by stage)
  * - `--wait-quiet=S` [BENCH_WAIT_QUIET]: before each run, wait up to S seconds
  *   for the machine to be nearly idle (under 25% of a core busy), for shared
  *   machines where other work skews the numbers (default 0: do not wait)
@@ -40,6 +41,8 @@ import { type LoadResult, machineCpuSeconds, sleep } from "./lib/proc.ts";
 import type { BroadcastConfig, BroadcastResult } from "./clients/broadcast_load.ts";
 import { RedisProcess } from "../tests/_redis.ts";
 import type { Config, IdleResult } from "./loadgen.ts";
+import { profileServer } from "./profile.ts";
+import { type Stage, STAGE_NOTES, STAGES, stageShares } from "./lib/breakdown.ts";
 import {
   capture,
   CLIENT_SCENARIOS,
@@ -220,6 +223,18 @@ interface Report {
   broadcast?: BroadcastRow[];
   /** Scale-out rows (1 process, Redis broker, 2 workers on one port); absent in older results. */
   scaleout?: BroadcastRow[];
+  /** Where the 64 B echo's server CPU goes, per runtime; absent in older results. */
+  breakdown?: BreakdownRow[];
+}
+
+interface BreakdownRow {
+  scenario: string;
+  target: string;
+  /** Shares (0-1) of the profiled server's busy samples per stage. */
+  shares?: Record<Stage, number>;
+  /** Server CPU µs per message in the profiled run. */
+  cpuPerMessage?: number;
+  error?: string;
 }
 
 interface BroadcastRow {
@@ -374,6 +389,93 @@ async function runBroadcast(tools: Tools, options: Options, report: Report): Pro
     }
   }
 }
+
+// ---------------------------------------------------------------- breakdown
+
+/** The echo runs whose CPU time is split by stage: Sluice on each runtime, 64 B. */
+const BREAKDOWN_TARGETS = ["sluice-deno", "sluice-bun"];
+const BREAKDOWN_SCENARIOS = ["64B-c100-if1", "64B-c100-if16"];
+
+/** Profiles Sluice on each runtime under the 64 B echo and splits its CPU time by stage. */
+async function runBreakdown(tools: Tools, options: Options, report: Report): Promise<void> {
+  const rows: BreakdownRow[] = (report.breakdown ??= []);
+  for (const scenarioId of BREAKDOWN_SCENARIOS) {
+    const scenario = SCENARIOS.find((s) => s.id === scenarioId)!;
+    for (const targetId of BREAKDOWN_TARGETS.filter((id) => selected(options, id))) {
+      const target = TARGETS.find((t) => t.id === targetId)!;
+      const row: BreakdownRow = { scenario: scenario.id, target: target.id };
+      rows.push(row);
+      progress(`breakdown ${scenario.id.padEnd(14)} ${target.label.padEnd(20)} `);
+      try {
+        await waitForQuiet(options);
+        const { profile, result } = await profileServer(tools, target, scenario, {
+          durationMs: Math.max(options.durationMs, 3000),
+          warmupMs: Math.max(options.warmupMs, 1000),
+        });
+        row.shares = stageShares(profile);
+        row.cpuPerMessage = result.serverCpu ? (result.serverCpu * 1e4) / result.messagesPerSec : 0;
+        progress(`${fmt(row.cpuPerMessage, 2)} µs/msg profiled\n`);
+      } catch (error) {
+        row.error = (error as Error).message;
+        progress(`failed: ${row.error.split("\n")[0]}\n`);
+      }
+    }
+  }
+}
+
+/**
+ * The breakdown table: each stage's share of the profiled run times the
+ * server CPU µs per message of the throughput table (of the profiled run
+ * when the table has no such row).
+ */
+function breakdownTable(report: Report): string {
+  const rows = (report.breakdown ?? []).filter((r) => r.shares !== undefined);
+  const cpu = (scenario: string, target: string) => {
+    const r = report.servers.find((row) => row.scenario === scenario && row.target === target)
+      ?.result;
+    return r?.serverCpu ? (r.serverCpu * 1e4) / r.messagesPerSec : undefined;
+  };
+  const columns = rows.map((row) => {
+    const scenario = SCENARIOS.find((s) => s.id === row.scenario)!;
+    return {
+      label: `${targetLabel(row.target)}, ${scenario.inflight} in flight`,
+      total: cpu(row.scenario, row.target) ?? row.cpuPerMessage ?? 0,
+      row,
+      scenario,
+    };
+  });
+  const body: string[][] = STAGES.map((stage) => [
+    stage,
+    STAGE_NOTES[stage],
+    ...columns.map((c) => fmt(c.total * c.row.shares![stage], 2)),
+  ]);
+  body.push([
+    "**total**",
+    "server CPU µs / msg of the throughput table (or of the profiled run)",
+    ...columns.map((c) => `**${fmt(c.total, 2)}**`),
+  ]);
+  const reference = (kind: "peer" | "ceiling", label: string) => [
+    label,
+    "total, same scenario, same run",
+    ...columns.map((c) => {
+      const id = TARGETS.find((t) => t.id === c.row.target)?.[kind];
+      const value = id === undefined ? undefined : cpu(c.row.scenario, id);
+      return value === undefined ? "–" : fmt(value, 2);
+    }),
+  ];
+  body.push(reference("peer", "built-in server"));
+  body.push(reference("ceiling", "raw TCP echo"));
+  return table(["64 B echo", "what it covers", ...columns.map((c) => c.label)], body);
+}
+
+const BREAKDOWN_NOTE = "Each column is one profiled run of Sluice's echo server (V8's " +
+  "sampling profiler over the inspector on Deno, `bun --cpu-prof` on Bun; `bench/profile.ts`), " +
+  "its busy samples sorted into stages by the innermost frame that names one " +
+  "(`bench/lib/breakdown.ts`): a native I/O leaf (`op_write`, `op_read`, Bun's socket " +
+  "`write`) is runtime I/O whoever called it, other natives (`slice`, `set`) count for their " +
+  "caller. The shares are multiplied by the server CPU µs per message of the throughput " +
+  "table. Runtime I/O includes the kernel's work for the system calls, which on loopback " +
+  "also delivers the bytes to the load generator's socket.";
 
 // ---------------------------------------------------------------- scale-out
 
@@ -1124,6 +1226,13 @@ function tables(report: Report): string {
   if (report.servers.length > 0) {
     parts.push(`### Server throughput and latency\n\n${serverTable(report)}`);
   }
+  if ((report.breakdown ?? []).some((r) => r.shares !== undefined)) {
+    parts.push(
+      `### Where the time goes: 64 B echo, µs of server CPU per message\n\n${
+        breakdownTable(report)
+      }\n\n${BREAKDOWN_NOTE}`,
+    );
+  }
   if (report.idle.length > 0) {
     parts.push(`### Server memory per idle connection\n\n${idleTable(report)}`);
   }
@@ -1213,7 +1322,7 @@ interleaved rounds.
 
 Run it: \`deno task bench\` (about 12 minutes on 2 cores), \`deno task bench --quick\` (under
 a minute, smoke only), options \`--duration=S --warmup=S --rounds=N
---idle-connections=N --only=REGEX --skip=servers,handshakes,idle,clients,broadcast,scaleout
+--idle-connections=N --only=REGEX --skip=servers,handshakes,breakdown,idle,clients,broadcast,scaleout
 --wait-quiet=S
 --nice=N --no-readme\` (see \`bench/run.ts\`). Deno and Bun come from
 \`tools/node_modules/.bin\` (\`npm install --prefix tools\`), Node's \`ws\` from
@@ -1273,6 +1382,7 @@ async function main(): Promise<void> {
   };
   const started = performance.now();
   if (!options.skip.has("servers")) await runServers(tools, options, report);
+  if (!options.skip.has("breakdown")) await runBreakdown(tools, options, report);
   if (!options.skip.has("idle")) await runIdle(tools, options, report);
   if (!options.skip.has("clients")) await runClients(tools, options, report);
   if (!options.skip.has("broadcast")) await runBroadcast(tools, options, report);
