@@ -108,7 +108,27 @@ function coalesce(chunks: Uint8Array[]): Uint8Array[] {
     if (chunk.length > COALESCE_CHUNK) return coalesceRuns(chunks);
     total += chunk.length;
   }
-  return total <= COALESCE_LIMIT ? [join(chunks, total)] : coalesceRuns(chunks);
+  if (total > COALESCE_LIMIT) return coalesceRuns(chunks);
+  // A fan-out queues the very same frames on every subscriber: the join of
+  // the previous connection serves the next (the bytes are never changed:
+  // frames are shared read-only, and arena bytes once taken are final).
+  if (sameChunks(chunks, lastJoin.chunks)) return [lastJoin.joined];
+  const joined = join(chunks, total);
+  lastJoin.chunks = chunks;
+  lastJoin.joined = joined;
+  return [joined];
+}
+
+/** The last batch `coalesce` joined, and the result. */
+const lastJoin: { chunks: Uint8Array[]; joined: Uint8Array } = {
+  chunks: [],
+  joined: new Uint8Array(0),
+};
+
+function sameChunks(a: Uint8Array[], b: Uint8Array[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 function join(chunks: Uint8Array[], total: number): Uint8Array {
