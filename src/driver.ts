@@ -23,10 +23,21 @@
  */
 
 import type { ChunkConsumer, NetAddress, Transport } from "./runtime/transport.ts";
-import { type MessageCodec, ReadyState, WebSocketProtocol } from "./protocol/connection.ts";
+import {
+  type MessageCodec,
+  type ProtocolHandler,
+  ReadyState,
+  WebSocketProtocol,
+} from "./protocol/connection.ts";
 import { CloseCode, isValidWireCloseCode } from "./protocol/close_codes.ts";
 import { WebSocketError } from "./protocol/errors.ts";
-import { joinClock, type KeepaliveSettings, tickPeriod } from "./keepalive.ts";
+import {
+  joinClock,
+  type KeepaliveSettings,
+  leaveClock,
+  type Ticking,
+  tickPeriod,
+} from "./keepalive.ts";
 
 /** A received message: text as `string`, binary as an exactly sized `Uint8Array`. */
 export type Message = string | Uint8Array;
@@ -172,13 +183,14 @@ function toError(err: unknown): Error {
 /**
  * Reads `transport` and hands each chunk to `consumer`, pausing while
  * `consumer.data()` returns `false`. Push transports (Bun) do this in their
- * own data callback; pull transports (Deno, streams) get a read loop here.
- * Returns the function that restarts delivery after a pause.
+ * own data callback (`null` is returned: `resumeConsumer()` restarts them);
+ * pull transports (Deno, streams) get a read loop here, and the function
+ * that restarts it after a pause.
  */
-function startReading(transport: Transport, consumer: ChunkConsumer): () => void {
+function startReading(transport: Transport, consumer: ChunkConsumer): (() => void) | null {
   if (transport.setConsumer !== undefined) {
     transport.setConsumer(consumer);
-    return () => transport.resumeConsumer!();
+    return null;
   }
   let paused = false;
   let wake: (() => void) | null = null;
@@ -213,6 +225,48 @@ function startReading(transport: Transport, consumer: ChunkConsumer): () => void
 
 /** One connection's I/O, from the first byte after the handshake to the end. */
 export class ConnectionDriver {
+  /**
+   * How the protocol core, a push transport and the keepalive clock call
+   * back into the driver: one small object per connection rather than a
+   * closure per callback (idle connections are mostly such objects).
+   */
+  static #Callbacks = class implements ProtocolHandler, ChunkConsumer, Ticking {
+    readonly #driver: ConnectionDriver;
+
+    constructor(driver: ConnectionDriver) {
+      this.#driver = driver;
+    }
+
+    text(data: string): void {
+      this.#driver.#deliver(data);
+    }
+
+    binary(data: Uint8Array): void {
+      this.#driver.#deliver(data);
+    }
+
+    ping(payload: Uint8Array): void {
+      this.#driver.#events.ping(payload);
+    }
+
+    pong(payload: Uint8Array): void {
+      this.#driver.#events.pong(payload);
+    }
+
+    data(chunk: Uint8Array): boolean {
+      return this.#driver.#onData(chunk);
+    }
+
+    end(error: Error | null): void {
+      this.#driver.#onEnd(error);
+    }
+
+    tick(now: number): void {
+      this.#driver.#tick(now);
+    }
+  };
+  readonly #callbacks = new ConnectionDriver.#Callbacks(this);
+
   readonly #transport: Transport;
   readonly #protocol: WebSocketProtocol;
   readonly #codec: MessageCodec | null;
@@ -239,14 +293,15 @@ export class ConnectionDriver {
   #waited = false;
   #backlogged = false;
   #closeWhenFlushed = false;
-  #drainWaiters: (() => void)[] = [];
+  #drainWaiters: (() => void)[] | null = null;
   /** Sends waiting behind a Blob being read, so messages keep the order of send() calls. */
   #orderQueue: Promise<void> | null = null;
   #ordered = 0;
   #blobBytes = 0;
 
   // Keepalive.
-  #leaveClock: (() => void) | null = null;
+  /** The period of the clock this connection is on, 0 when on none. */
+  #clockPeriod = 0;
   /** Bytes arrived since the last tick. */
   #heard = false;
   /** A message arrived since the last tick. */
@@ -276,12 +331,7 @@ export class ConnectionDriver {
         codec,
         allocate: transport.allocate,
       },
-      {
-        text: (data) => this.#deliver(data),
-        binary: (data) => this.#deliver(data),
-        ping: (payload) => events.ping(payload),
-        pong: (payload) => events.pong(payload),
-      },
+      this.#callbacks,
     );
   }
 
@@ -328,10 +378,7 @@ export class ConnectionDriver {
     if (this.#transportClosed) return;
     const paused = this.#readPaused;
     this.#readPaused = false;
-    this.#resumeReading = startReading(this.#transport, {
-      data: (chunk) => this.#onData(chunk),
-      end: (error) => this.#onEnd(error),
-    });
+    this.#resumeReading = startReading(this.#transport, this.#callbacks);
     // The bytes that came with the handshake already filled what the
     // application takes: the next chunk is refused until resume().
     if (paused && !this.#canRead()) this.#readPaused = true;
@@ -390,7 +437,7 @@ export class ConnectionDriver {
   /** Resolves once everything queued was written (or the connection ended). */
   waitForDrain(): Promise<void> {
     if (this.bufferedAmount === 0 || this.#transportClosed) return Promise.resolve();
-    return new Promise((resolve) => this.#drainWaiters.push(resolve));
+    return new Promise((resolve) => (this.#drainWaiters ??= []).push(resolve));
   }
 
   // --- Closing ---
@@ -416,7 +463,7 @@ export class ConnectionDriver {
     this.#readPaused = false;
     // Deadlines do not run against a peer we were not reading.
     this.#heard = true;
-    this.#resumeReading?.();
+    this.#restartReading();
   }
 
   // --- Reading ---
@@ -536,13 +583,12 @@ export class ConnectionDriver {
       clearTimeout(this.#closeTimer);
       this.#closeTimer = undefined;
     }
-    this.#leaveClock?.();
-    this.#leaveClock = null;
+    this.#leaveClock();
     this.#transport.close();
     this.#protocol.receiveEnd();
     const waiters = this.#drainWaiters;
-    this.#drainWaiters = [];
-    for (const resolve of waiters) resolve();
+    this.#drainWaiters = null;
+    for (const resolve of waiters ?? []) resolve();
     // A paused pull loop wakes, reads the end of stream and stops.
     this.#readPaused = false;
     this.#resumeReading?.();
@@ -575,8 +621,7 @@ export class ConnectionDriver {
   #finish(): void {
     if (this.#finished) return;
     this.#finished = true;
-    this.#leaveClock?.();
-    this.#leaveClock = null;
+    this.#leaveClock();
     try {
       this.#codec?.close?.();
     } catch {
@@ -739,9 +784,9 @@ export class ConnectionDriver {
 
   /** Everything queued is written. */
   #flushed(): void {
-    if (this.#drainWaiters.length > 0) {
+    if (this.#drainWaiters !== null) {
       const waiters = this.#drainWaiters;
-      this.#drainWaiters = [];
+      this.#drainWaiters = null;
       for (const resolve of waiters) resolve();
     }
     const backlogged = this.#backlogged;
@@ -762,7 +807,20 @@ export class ConnectionDriver {
     if (period === 0) return;
     const now = performance.now();
     this.#lastHeard = this.#lastMessage = now;
-    this.#leaveClock = joinClock({ tick: (at) => this.#tick(at, settings) }, period);
+    this.#clockPeriod = period;
+    joinClock(this.#callbacks, period);
+  }
+
+  #leaveClock(): void {
+    if (this.#clockPeriod === 0) return;
+    leaveClock(this.#callbacks, this.#clockPeriod);
+    this.#clockPeriod = 0;
+  }
+
+  /** Restarts delivery after a pause: the pull loop's, or the push transport's. */
+  #restartReading(): void {
+    if (this.#resumeReading !== null) this.#resumeReading();
+    else if (this.#started) this.#transport.resumeConsumer?.();
   }
 
   /**
@@ -770,8 +828,9 @@ export class ConnectionDriver {
    * a peer whose bytes we are not reading (the application is behind) is not
    * blamed for silence.
    */
-  #tick(now: number, settings: KeepaliveSettings): void {
-    if (this.#transportClosed) return;
+  #tick(now: number): void {
+    const settings = this.#options.keepalive;
+    if (this.#transportClosed || settings === undefined) return;
     if (this.#heard || this.#readPaused) {
       this.#heard = false;
       this.#lastHeard = now;

@@ -45,10 +45,10 @@ export function tickPeriod(settings: KeepaliveSettings): number {
 }
 
 /**
- * Adds `member` to the clock ticking every `period` ms and returns the
- * function that removes it. The interval stops once its last member leaves.
+ * Adds `member` to the clock ticking every `period` ms; {@linkcode leaveClock}
+ * takes it off. The interval stops once its last member leaves.
  */
-export function joinClock(member: Ticking, period: number): () => void {
+export function joinClock(member: Ticking, period: number): void {
   let wheel = wheels.get(period);
   if (wheel === undefined) {
     const members = new Set<Ticking>();
@@ -60,12 +60,14 @@ export function joinClock(member: Ticking, period: number): () => void {
     wheels.set(period, wheel);
   }
   wheel.members.add(member);
-  const joined = wheel;
-  return () => {
-    if (!joined.members.delete(member) || joined.members.size > 0) return;
-    clearInterval(joined.timer);
-    if (wheels.get(period) === joined) wheels.delete(period);
-  };
+}
+
+/** Takes `member` off the clock of `period` ms (no-op if it is not on it). */
+export function leaveClock(member: Ticking, period: number): void {
+  const wheel = wheels.get(period);
+  if (wheel === undefined || !wheel.members.delete(member) || wheel.members.size > 0) return;
+  clearInterval(wheel.timer);
+  wheels.delete(period);
 }
 
 /**

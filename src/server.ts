@@ -864,6 +864,14 @@ class WebSocketServer<Data> implements Server {
     }
   }
 
+  // Shared by every connection (not two closures per connection).
+  readonly #onConnectionError = (error: Error): void => this.#report(error, true);
+  readonly #onConnectionFinish = (conn: WebSocketConnection<Data>): void => {
+    conn.closed.then((info) => this.#hub.recordClose(info.closeCode));
+    this.#connections.delete(conn);
+    this.#maybeFinished();
+  };
+
   /** Starts an upgraded connection and lists it as open. */
   #open(
     transport: Transport,
@@ -885,13 +893,9 @@ class WebSocketServer<Data> implements Server {
       data: decision.data,
       handlers: config.handlers,
       keepalive: config.keepalive,
-      onError: (error) => this.#report(error, true),
+      onError: this.#onConnectionError,
       hub: this.#hub,
-      onFinish: (conn) => {
-        conn.closed.then((info) => this.#hub.recordClose(info.closeCode));
-        this.#connections.delete(conn);
-        this.#maybeFinished();
-      },
+      onFinish: this.#onConnectionFinish,
     });
     // Listed right before _start() opens it (synchronously, `open` handlers
     // included), so the set never holds a connection that cannot send yet; a

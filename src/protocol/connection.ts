@@ -110,6 +110,35 @@ const COPY_THRESHOLD = 64 * 1024;
  * ```
  */
 export class WebSocketProtocol {
+  /** What the assembler reports, routed into the connection (an object, not five closures). */
+  static #Events = class implements MessageHandler {
+    readonly #protocol: WebSocketProtocol;
+
+    constructor(protocol: WebSocketProtocol) {
+      this.#protocol = protocol;
+    }
+
+    text(data: string): void {
+      this.#protocol.#handler.text(data);
+    }
+
+    binary(data: Uint8Array): void {
+      this.#protocol.#handler.binary(data);
+    }
+
+    ping(payload: Uint8Array): void {
+      this.#protocol.#onPing(payload);
+    }
+
+    pong(payload: Uint8Array): void {
+      this.#protocol.#handler.pong?.(payload);
+    }
+
+    close(code: number, reason: string): void {
+      this.#protocol.#onClose(code, reason);
+    }
+  };
+
   #role: "server" | "client";
   #handler: ProtocolHandler;
   #parser: FrameParser;
@@ -138,14 +167,7 @@ export class WebSocketProtocol {
     this.#handler = handler;
     this.#codec = options.codec ?? null;
     this.#allocate = options.allocate ?? zeroed;
-    const events: MessageHandler = {
-      text: (data) => this.#handler.text(data),
-      binary: (data) => this.#handler.binary(data),
-      ping: (payload) => this.#onPing(payload),
-      pong: (payload) => this.#handler.pong?.(payload),
-      close: (code, reason) => this.#onClose(code, reason),
-    };
-    this.#assembler = new MessageAssembler(events, {
+    this.#assembler = new MessageAssembler(new WebSocketProtocol.#Events(this), {
       maxMessageSize: options.maxMessageSize,
       maxFragments: options.maxFragments,
       inflate: this.#codec?.decompress,

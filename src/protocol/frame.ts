@@ -176,9 +176,10 @@ export class FrameParser {
   #expectMask: boolean;
   #maxFrameSize: number;
   #allowRsv1: boolean;
-  #head = new Uint8Array(MAX_HEADER);
+  /** Header bytes split across chunks (made on first need: most headers arrive whole). */
+  #head: Uint8Array | null = null;
   #headLength = 0;
-  #maskKey = new Uint8Array(4);
+  #maskKey: Uint8Array | null = null;
   #header: FrameHeader = { fin: false, rsv1: false, opcode: 0, mask: null, length: 0 };
   #inPayload = false;
   #remaining = 0;
@@ -230,15 +231,17 @@ export class FrameParser {
         avail = end - pos;
       } else {
         const take = Math.min(MAX_HEADER - this.#headLength, end - pos);
-        this.#head.set(chunk.subarray(pos, pos + take), this.#headLength);
-        src = this.#head;
+        src = this.#head!;
+        src.set(chunk.subarray(pos, pos + take), this.#headLength);
         at = 0;
         avail = this.#headLength + take;
       }
       const size = avail < 2 ? 0 : this.#headerSize(src[at], src[at + 1]);
       if (size === 0 || avail < size) {
         // Incomplete: keep what we have (at most 14 bytes).
-        if (this.#headLength === 0) this.#head.set(chunk.subarray(pos, end));
+        if (this.#headLength === 0) {
+          (this.#head ??= new Uint8Array(MAX_HEADER)).set(chunk.subarray(pos, end));
+        }
         this.#headLength = avail;
         pos = end;
         break;
@@ -327,7 +330,7 @@ export class FrameParser {
     header.length = length;
     if (size - (i - at) === 4) {
       // By index: a subarray per frame is costly on JSC.
-      const key = this.#maskKey;
+      const key = this.#maskKey ??= new Uint8Array(4);
       key[0] = src[i];
       key[1] = src[i + 1];
       key[2] = src[i + 2];

@@ -98,6 +98,9 @@ const TAIL_MAX = 64 * 1024;
 /** Below this many bytes a payload piece is unmasked by a byte loop (no views made). */
 const SMALL_PIECE = 16;
 
+/** The parts of no message (shared: a connection makes its own list on its first fragment). */
+const NO_PARTS: Uint8Array[] = [];
+
 /** What the frame in progress is. */
 const Kind = { None: 0, Control: 1, Text: 2, Binary: 3 } as const;
 
@@ -152,7 +155,7 @@ export class MessageAssembler implements FrameHandler {
   #size = 0;
   #fragments = 0;
   /** Complete pieces of the message (compressed if RSV1), in order. */
-  #parts: Uint8Array[] = [];
+  #parts: Uint8Array[] = NO_PARTS;
   /** Bytes in the parts (each exactly sized). */
   #partsLength = 0;
   /** Small fragments, appended: `#tail[0..#tailLength)` is complete frames. */
@@ -319,8 +322,7 @@ export class MessageAssembler implements FrameHandler {
         return;
       }
       if (payload !== null) {
-        this.#parts.push(payload);
-        this.#partsLength += payload.length;
+        this.#addPart(payload);
       }
     } else {
       this.#tailLength += this.#frameLength;
@@ -372,18 +374,23 @@ export class MessageAssembler implements FrameHandler {
     if (tail === null) return;
     const length = this.#tailLength;
     if (length > 0) {
-      this.#parts.push(length === tail.length ? tail : tail.slice(0, length));
-      this.#partsLength += length;
+      this.#addPart(length === tail.length ? tail : tail.slice(0, length));
     }
     this.#tail = null;
     this.#tailLength = 0;
+  }
+
+  #addPart(part: Uint8Array): void {
+    if (this.#parts === NO_PARTS) this.#parts = [];
+    this.#parts.push(part);
+    this.#partsLength += part.length;
   }
 
   /** The message's bytes in one exactly sized buffer; the assembler lets go of them. */
   #takeBytes(): Uint8Array {
     this.#sealTail();
     const parts = this.#parts;
-    this.#parts = [];
+    this.#parts = NO_PARTS;
     this.#partsLength = 0;
     if (parts.length === 0) return new Uint8Array(0);
     // Every part is exactly sized and owned: one of them is the message.
