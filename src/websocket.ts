@@ -24,7 +24,13 @@ import { parseRequestHead } from "./protocol/http.ts";
 import type { KeepaliveSettings } from "./keepalive.ts";
 import type { FanOutTarget } from "./pubsub_port.ts";
 import type { PubSub, SubscribeOptions } from "./pubsub.ts";
-import { type CloseInfo, ConnectionDriver, type Message, OUTPUT_HIGH_WATER } from "./driver.ts";
+import {
+  type CloseInfo,
+  ConnectionDriver,
+  type DriverEvents,
+  type Message,
+  OUTPUT_HIGH_WATER,
+} from "./driver.ts";
 
 export type { CloseInfo, Message };
 
@@ -198,6 +204,48 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
   /** The connection is closed. */
   readonly CLOSED = 3;
 
+  /** What the driver reports, routed into the faces (an object, not a closure per event). */
+  static #DriverEvents = class implements DriverEvents {
+    readonly #ws: WebSocketConnection<unknown>;
+
+    constructor(ws: WebSocketConnection<unknown>) {
+      this.#ws = ws;
+    }
+
+    message(message: Message): void {
+      this.#ws.#deliver(message);
+    }
+
+    ping(payload: Uint8Array): void {
+      const ws = this.#ws;
+      const ping = ws.#handlers?.ping;
+      if (ping !== undefined) ws.#callUser("the ping callback", () => ping(ws, payload));
+    }
+
+    pong(payload: Uint8Array): void {
+      const ws = this.#ws;
+      const pong = ws.#handlers?.pong;
+      if (pong !== undefined) ws.#callUser("the pong callback", () => pong(ws, payload));
+    }
+
+    applicationReady(): boolean {
+      return this.#ws.#applicationReady();
+    }
+
+    failed(error: Error): void {
+      this.#ws.#failure = error;
+      this.#ws.#report(error, false);
+    }
+
+    flushed(backlogged: boolean, waited: boolean): void {
+      this.#ws.#flushed(backlogged, waited);
+    }
+
+    finished(info: CloseInfo): void {
+      this.#ws.#finish(info);
+    }
+  };
+
   /** The URL of the connection (`ws:` or `wss:`). */
   readonly url: string;
   /** Per-connection data attached by the server's `onUpgrade` hook. */
@@ -244,7 +292,8 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
 
   #closed: Promise<CloseInfo>;
   #resolveClosed!: (info: CloseInfo) => void;
-  #origin: string;
+  /** The URL's origin for `message` events, worked out on first use. */
+  #origin: string | null = null;
 
   /** @internal Connections are made by `serve()` and `connect()`. */
   constructor(init: ConnectionInit<Data>) {
@@ -255,7 +304,6 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
     this.binaryType = init.binaryType;
     this.#handlers = init.handlers as WebSocketHandlers<unknown> | undefined;
     this.#closed = new Promise((resolve) => (this.#resolveClosed = resolve));
-    this.#origin = URL.canParse(init.url) ? new URL(init.url).origin : "";
   }
 
   /** The negotiated subprotocol, or `""`. */
@@ -745,24 +793,12 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
     this.#headers = attach.headers;
     this.#compressed = attach.codec !== null;
     this.#abortConnecting = null;
-    const driver = new ConnectionDriver(attach.transport, attach.codec, init, {
-      message: (message) => this.#deliver(message),
-      ping: (payload) => {
-        const ping = this.#handlers?.ping;
-        if (ping !== undefined) this.#callUser("the ping callback", () => ping(this, payload));
-      },
-      pong: (payload) => {
-        const pong = this.#handlers?.pong;
-        if (pong !== undefined) this.#callUser("the pong callback", () => pong(this, payload));
-      },
-      applicationReady: () => this.#applicationReady(),
-      failed: (error) => {
-        this.#failure = error;
-        this.#report(error, false);
-      },
-      flushed: (backlogged, waited) => this.#flushed(backlogged, waited),
-      finished: (info) => this.#finish(info),
-    });
+    const driver = new ConnectionDriver(
+      attach.transport,
+      attach.codec,
+      init,
+      new WebSocketConnection.#DriverEvents(this),
+    );
     this.#driver = driver;
     if (init.role === "server" && attach.deferOpen !== true) return this.#open(driver, initial);
     // A client's caller gets the connection only after this returns (when
@@ -820,6 +856,7 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
       if (typeof message === "string") data = message;
       else if (this.binaryType === "arraybuffer") data = exactBuffer(message);
       else data = new Blob([message as Uint8Array<ArrayBuffer>]);
+      this.#origin ??= URL.canParse(this.url) ? new URL(this.url).origin : "";
       this.dispatchEvent(new MessageEvent("message", { data, origin: this.#origin }));
     }
   }
