@@ -293,6 +293,7 @@ export class ConnectionDriver {
   #waited = false;
   #backlogged = false;
   #closeWhenFlushed = false;
+  #halfCloseWhenFlushed = false;
   #drainWaiters: (() => void)[] | null = null;
   /** Sends waiting behind a Blob being read, so messages keep the order of send() calls. */
   #orderQueue: Promise<void> | null = null;
@@ -501,6 +502,8 @@ export class ConnectionDriver {
    * output, two peers sending bulk to each other would wait forever.
    */
   #canRead(): boolean {
+    // Once closed, input is only read to see the peer's EOF: nothing is delivered.
+    if (this.#protocol.state === ReadyState.CLOSED) return true;
     if (!this.#events.applicationReady()) return false;
     return this.#options.role === "client" || this.#outputBacklog() <= OUTPUT_HIGH_WATER;
   }
@@ -526,9 +529,14 @@ export class ConnectionDriver {
       this.#failure = error;
       this.#events.failed(error);
     }
-    // The server closes TCP first (§7.1.1); a client, and any side that
-    // failed the connection, as soon as its close frame is out.
-    if (this.#options.role === "server" || error !== null) this.#closeAfterFlush();
+    // The server closes TCP first (§7.1.1), once its close frame is out. A
+    // side that failed the connection half-closes instead: the peer may
+    // still be sending, and closing with unread input would reset the
+    // connection, which can destroy our close frame (and what came before
+    // it) in the peer's receive buffer. It reads and drops input until the
+    // peer's FIN or `closeTimeout`.
+    if (error !== null) this.#halfCloseAfterFlush();
+    else if (this.#options.role === "server") this.#closeAfterFlush();
   }
 
   // --- Closing ---
@@ -558,6 +566,23 @@ export class ConnectionDriver {
       this.#closeTimer = undefined;
       this.#closeTransport();
     }, this.#options.closeTimeout);
+  }
+
+  #halfCloseAfterFlush(): void {
+    this.#halfCloseWhenFlushed = true;
+    if (!this.#writing && !this.#flushScheduled && this.#protocol.outputBytes === 0) {
+      this.#halfClose();
+    }
+  }
+
+  #halfClose(): void {
+    if (this.#transportClosed) return;
+    const closeWrite = this.#transport.closeWrite;
+    if (closeWrite === undefined) return this.#closeTransport();
+    this.#halfCloseWhenFlushed = false;
+    closeWrite.call(this.#transport);
+    // Keep reading (and dropping) until the peer's FIN; the close timer runs.
+    this.resume();
   }
 
   #closeAfterFlush(): void {
@@ -795,6 +820,7 @@ export class ConnectionDriver {
     this.#waited = false;
     if (backlogged || waited) this.#events.flushed(backlogged, waited);
     if (this.#closeWhenFlushed) return this.#closeTransport();
+    if (this.#halfCloseWhenFlushed) return this.#halfClose();
     this.resume();
   }
 

@@ -39,6 +39,8 @@ interface BunSocket {
   write(data: Uint8Array, byteOffset?: number, byteLength?: number): number;
   /** Flushes and closes; Bun runs the `close` handler synchronously. */
   end(): void;
+  /** Half-close: FIN after what was written; reading goes on. */
+  shutdown(): void;
   pause(): void;
   resume(): void;
   setNoDelay(noDelay?: boolean): boolean;
@@ -390,6 +392,15 @@ class BunTransport implements Transport {
     this.#writes = [];
     this.#buffered = 0;
     for (const pending of writes) pending.reject(error);
+  }
+
+  closeWrite(): void {
+    if (this.#closed || this.#writes.length > 0) return;
+    try {
+      this.#socket.shutdown();
+    } catch {
+      // Already closed: the read side sees it.
+    }
   }
 
   close(): void {

@@ -217,6 +217,13 @@ class DenoTransport implements Transport {
       // Already closed by the runtime (e.g. after a fatal error): nothing to do.
     }
   }
+
+  closeWrite(): void {
+    if (this.#closed || this.#pendingWrites > 0) return;
+    this.#conn.closeWrite().catch(() => {
+      // The peer is gone already: the read side sees it.
+    });
+  }
 }
 
 /** A Deno listener whose `accept()` resolves `null` once closed. */

@@ -73,6 +73,11 @@ export class StreamTransport implements Transport {
     });
   }
 
+  closeWrite(): void {
+    if (this.#closed || this.#buffered > 0) return;
+    this.#writer.close().catch(() => {});
+  }
+
   close(): void {
     if (this.#closed) return;
     this.#closed = true;

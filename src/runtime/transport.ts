@@ -47,6 +47,13 @@ export interface Transport {
   /** Closes the socket at once (both directions). Idempotent. */
   close(): void;
   /**
+   * Optional half-close: sends FIN once everything written so far is out,
+   * and keeps reading. A side that fails a connection uses it so that a peer
+   * still sending does not get a reset, which could destroy the close frame
+   * in its receive buffer before it reads it. Call `close()` later.
+   */
+  closeWrite?(): void;
+  /**
    * Optional push path, offered where the runtime's socket is callback-based
    * (Bun): from now on, chunks go to `consumer.data()` synchronously from the
    * socket's own data callback instead of to `read()` (do not call `read()`

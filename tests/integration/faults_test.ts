@@ -17,7 +17,7 @@ import {
   WebSocket,
   type WebSocketConnection,
 } from "../../mod.ts";
-import { buildFrame, closeFrame, Op, RawClient, utf8 } from "./_raw_client.ts";
+import { buildFrame, closeFrame, concat, Op, RawClient, utf8 } from "./_raw_client.ts";
 import { delay, test, within } from "../_watch.ts";
 
 /** Polls `condition` until true or `ms` passed; fails the test with `what` otherwise. */
@@ -477,6 +477,40 @@ describe("faults: closing deadlines", () => {
         "connection dropped after closeTimeout",
       );
       client.destroy();
+    } finally {
+      await server.shutdown();
+    }
+  });
+});
+
+describe("faults: failing a peer that is still sending", () => {
+  test("the echo and the close frame arrive whole (half-close, no reset)", async () => {
+    const server = await serve({ port: 0, hostname: "127.0.0.1", closeTimeout: 2000 }, {
+      message(ws, data) {
+        ws.send(data);
+      },
+    });
+    try {
+      for (const size of [1000, 65535, 200_000]) {
+        const client = await RawClient.open(server.addr.port);
+        // A whole message, then a reserved opcode, then more bytes that keep coming.
+        client.write(concat(
+          buildFrame({ opcode: Op.Binary, payload: new Uint8Array(size).fill(7) }),
+          buildFrame({ opcode: 0x6, payload: new Uint8Array(4) }),
+        ));
+        const noise = setInterval(() => client.write(new Uint8Array(512).fill(1)), 2);
+        try {
+          const echo = await client.expectFrame();
+          assert.equal(echo.payload.length, size, "the echo arrived whole");
+          const { code } = await client.expectClose();
+          assert.equal(code, 1002);
+          assert.ok(await client.waitForEnd(3000), "the server sent FIN");
+        } finally {
+          clearInterval(noise);
+          client.destroy();
+        }
+      }
+      await until(() => server.connections.size === 0, 5000, "connections dropped");
     } finally {
       await server.shutdown();
     }
