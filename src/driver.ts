@@ -104,6 +104,8 @@ const COALESCE_LIMIT = 64 * 1024;
  * `writable` writes wait.
  */
 export const OUTPUT_HIGH_WATER = 1024 * 1024;
+/** Most input read and dropped after the close before the socket is closed anyway. */
+const DISCARD_LIMIT = 256 * 1024;
 /** A write that leaves more than this unsent means the socket is behind: `drain` follows. */
 const DRAIN_MARK = 64 * 1024;
 
@@ -294,6 +296,8 @@ export class ConnectionDriver {
   #backlogged = false;
   #closeWhenFlushed = false;
   #halfCloseWhenFlushed = false;
+  /** Bytes read and dropped after the protocol closed. */
+  #discarded = 0;
   #drainWaiters: (() => void)[] | null = null;
   /** Sends waiting behind a Blob being read, so messages keep the order of send() calls. */
   #orderQueue: Promise<void> | null = null;
@@ -472,6 +476,16 @@ export class ConnectionDriver {
   /** One received chunk: parse, deliver, answer. Returns whether to keep reading. */
   #onData(chunk: Uint8Array): boolean {
     if (this.#transportClosed) return false;
+    if (this.#protocol.state === ReadyState.CLOSED) {
+      // Input after the close is only read (and dropped) to let our close
+      // frame reach the peer before the socket closes; a peer that keeps
+      // sending gets at most this much attention.
+      this.#discarded += chunk.length;
+      if (this.#discarded > DISCARD_LIMIT) {
+        this.#closeTransport();
+        return false;
+      }
+    }
     this.#heard = true;
     this.#receiving = true;
     try {
