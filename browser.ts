@@ -27,6 +27,7 @@
  */
 
 import type { CloseInfo } from "./src/websocket.ts";
+import { parseWebSocketUrl } from "./src/ws_url.ts";
 import {
   type OpenedSocket,
   ReconnectingSocket,
@@ -73,24 +74,7 @@ export interface BrowserReconnectOptions extends ReconnectPolicyOptions {
  */
 function resolveUrl(input: string | URL): string {
   const base = (globalThis as { location?: { href: string } }).location?.href;
-  let url: URL;
-  try {
-    url = new URL(input, base);
-  } catch {
-    throw new DOMException(`Invalid WebSocket URL: ${input}`, "SyntaxError");
-  }
-  if (url.protocol === "http:") url.protocol = "ws:";
-  else if (url.protocol === "https:") url.protocol = "wss:";
-  if (url.protocol !== "ws:" && url.protocol !== "wss:") {
-    throw new DOMException(
-      `WebSocket URL must use ws: or wss:, got ${url.protocol}`,
-      "SyntaxError",
-    );
-  }
-  if (url.hash !== "") {
-    throw new DOMException("WebSocket URL must not have a fragment", "SyntaxError");
-  }
-  return url.href;
+  return parseWebSocketUrl(input, base).href;
 }
 
 /** The browser's `WebSocket` class; looked up when used, so that importing this module never fails. */

@@ -5,6 +5,7 @@
  * @module
  */
 
+import { parseWebSocketUrl } from "./ws_url.ts";
 import { checkKeepalive, type KeepaliveSettings } from "./keepalive.ts";
 import type { Transport } from "./runtime/transport.ts";
 import { currentRuntime } from "./runtime/mod.ts";
@@ -123,24 +124,7 @@ const REDIRECTS = [301, 302, 303, 307, 308];
  * @internal Shared with the reconnecting client.
  */
 export function parseUrl(input: string | URL): URL {
-  let url: URL;
-  try {
-    url = new URL(input);
-  } catch {
-    throw new DOMException(`Invalid WebSocket URL: ${input}`, "SyntaxError");
-  }
-  if (url.protocol === "http:") url.protocol = "ws:";
-  else if (url.protocol === "https:") url.protocol = "wss:";
-  if (url.protocol !== "ws:" && url.protocol !== "wss:") {
-    throw new DOMException(
-      `WebSocket URL must use ws: or wss:, got ${url.protocol}`,
-      "SyntaxError",
-    );
-  }
-  if (url.hash !== "") {
-    throw new DOMException("WebSocket URL must not have a fragment", "SyntaxError");
-  }
-  return url;
+  return parseWebSocketUrl(input);
 }
 
 function normaliseProtocols(protocols: string | string[] | undefined): string[] {
