@@ -35,6 +35,7 @@
  * @module
  */
 
+import { toError } from "./protocol/errors.ts";
 import type { PublishedData, PubSubRelay } from "./pubsub.ts";
 
 /** What the link needs of a hub (`PubSub`, whatever its connection type). */
@@ -191,10 +192,6 @@ const ORIGIN_BYTES = 8;
 const HEADER_BYTES = 1 + ORIGIN_BYTES;
 
 const decoder = new TextDecoder("utf-8", { fatal: true });
-
-function toError(value: unknown): Error {
-  return value instanceof Error ? value : new Error(String(value));
-}
 
 /** Options of {@linkcode BrokerLink}. */
 export interface BrokerLinkOptions {

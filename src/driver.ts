@@ -30,7 +30,7 @@ import {
   WebSocketProtocol,
 } from "./protocol/connection.ts";
 import { CloseCode, isValidWireCloseCode } from "./protocol/close_codes.ts";
-import { WebSocketError } from "./protocol/errors.ts";
+import { toError, WebSocketError } from "./protocol/errors.ts";
 import {
   joinClock,
   type KeepaliveSettings,
@@ -176,10 +176,6 @@ function coalesceRuns(chunks: Uint8Array[]): Uint8Array[] {
   }
   endRun();
   return out;
-}
-
-function toError(err: unknown): Error {
-  return err instanceof Error ? err : new Error(String(err));
 }
 
 /**

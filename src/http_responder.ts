@@ -16,7 +16,7 @@
 import { setImmediate } from "node:timers";
 import type { NetAddress, Transport } from "./runtime/transport.ts";
 import type { RequestHead } from "./protocol/http.ts";
-import { HandshakeError } from "./protocol/errors.ts";
+import { HandshakeError, toError } from "./protocol/errors.ts";
 import { buildErrorResponse } from "./protocol/handshake.ts";
 import { isUpgradeAttempt } from "./protocol/server_handshake.ts";
 import {
@@ -80,10 +80,6 @@ const GATHER_LIMIT = 64 * 1024;
 const COPY_LIMIT = 16 * 1024;
 /** Longest an error answer may take to write before the connection is dropped. */
 const ANSWER_TIMEOUT = 1000;
-
-function toError(value: unknown): Error {
-  return value instanceof Error ? value : new Error(String(value));
-}
 
 /** The next turn of the event loop: what "ready now" means for a body read. */
 function nextTurn(): Promise<"later"> {

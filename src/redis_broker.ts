@@ -55,6 +55,7 @@
  * @module
  */
 
+import { toError } from "./protocol/errors.ts";
 import { Buffer } from "node:buffer";
 import { createClient } from "@redis/client";
 import type { Broker, BrokerHealth, BrokerReceiver } from "./broker.ts";
@@ -108,10 +109,6 @@ interface Client {
   destroy(): void;
   on(event: "error", listener: (error: unknown) => void): unknown;
   on(event: "ready" | "end", listener: () => void): unknown;
-}
-
-function toError(value: unknown): Error {
-  return value instanceof Error ? value : new Error(String(value));
 }
 
 /** The URL without its password, for messages. */

@@ -18,7 +18,7 @@ import {
   ServerHandshake,
   type ServerHandshakeOptions,
 } from "./protocol/server_handshake.ts";
-import { HandshakeError } from "./protocol/errors.ts";
+import { HandshakeError, toError } from "./protocol/errors.ts";
 import { type DeflateOptions, resolveDeflateOptions } from "./protocol/permessage_deflate.ts";
 import { assertZlibSupported, PerMessageDeflate } from "./protocol/deflate_codec.ts";
 import { CloseCode, isValidWireCloseCode } from "./protocol/close_codes.ts";
@@ -320,10 +320,6 @@ export interface Server {
 
 function formatHost(hostname: string): string {
   return hostname.includes(":") ? `[${hostname}]` : hostname;
-}
-
-function toError(value: unknown): Error {
-  return value instanceof Error ? value : new Error(String(value));
 }
 
 const encoder = new TextEncoder();

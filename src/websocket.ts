@@ -17,6 +17,7 @@
  * @module
  */
 
+import { toError } from "./protocol/errors.ts";
 import type { NetAddress, Transport } from "./runtime/transport.ts";
 import { type MessageCodec, ReadyState } from "./protocol/connection.ts";
 import { CloseCode, isValidWireCloseCode } from "./protocol/close_codes.ts";
@@ -142,10 +143,6 @@ function exactBuffer(bytes: Uint8Array): ArrayBuffer {
     return bytes.buffer as ArrayBuffer;
   }
   return bytes.slice().buffer;
-}
-
-function toError(err: unknown): Error {
-  return err instanceof Error ? err : new Error(String(err));
 }
 
 function isThenable(value: unknown): value is PromiseLike<unknown> {

@@ -97,3 +97,8 @@ export class HandshakeError extends Error {
     this.headers = new Headers(headers);
   }
 }
+
+/** `value` as an `Error` (a thrown non-error becomes one with its text). */
+export function toError(value: unknown): Error {
+  return value instanceof Error ? value : new Error(String(value));
+}
