@@ -17,6 +17,8 @@
  *   disturbed (default 3, quick 1)
  * - `--idle-connections=N` [BENCH_IDLE_CONNECTIONS]: default 10000
  * - `--only=REGEX`: run only targets/clients whose id matches
+ * - `--scenarios=REGEX`: run only server scenarios whose id matches (e.g.
+ *   `1MiB`, `handshake`), for quick A/B runs of one change
  * - `--skip=servers,handshakes,breakdown,idle,clients,broadcast,scaleout`: leave
  *   out whole parts (`handshakes`: the handshake rows of the server table;
  *   `breakdown`: the profiled runs that split the 64 B echo's CPU time by stage)
@@ -74,6 +76,7 @@ interface Options {
   rounds: number;
   idleConnections: number;
   only: RegExp | null;
+  scenarios: RegExp | null;
   skip: Set<string>;
   readme: boolean;
   nice: number;
@@ -97,6 +100,7 @@ function parseOptions(args: string[]): Options {
     "rounds",
     "wait-quiet",
     "only",
+    "scenarios",
     "skip",
     "nice",
     "loadgen",
@@ -124,6 +128,7 @@ function parseOptions(args: string[]): Options {
       number("idle-connections", "BENCH_IDLE_CONNECTIONS", 10_000, 2_000),
     ),
     only: flags.has("only") ? new RegExp(flags.get("only")!) : null,
+    scenarios: flags.has("scenarios") ? new RegExp(flags.get("scenarios")!) : null,
     skip: new Set((flags.get("skip") ?? "").split(",").filter((s) => s !== "")),
     readme: !flags.has("no-readme"),
     nice: Number(flags.get("nice") ?? Deno.env.get("BENCH_NICE") ?? 0),
@@ -796,7 +801,9 @@ function loadConfig(
 
 /** The server scenarios this run measures: the echo ones, then handshakes. */
 function serverScenarios(options: Options): Scenario[] {
-  return options.skip.has("handshakes") ? SCENARIOS : [...SCENARIOS, HANDSHAKE_SCENARIO];
+  const all = options.skip.has("handshakes") ? SCENARIOS : [...SCENARIOS, HANDSHAKE_SCENARIO];
+  const pattern = options.scenarios;
+  return pattern === null ? all : all.filter((s) => pattern.test(s.id));
 }
 
 /** Every server scenario a report may hold, in table order. */
@@ -1323,7 +1330,7 @@ interleaved rounds.
 
 Run it: \`deno task bench\` (about 12 minutes on 2 cores), \`deno task bench --quick\` (under
 a minute, smoke only), options \`--duration=S --warmup=S --rounds=N
---idle-connections=N --only=REGEX --skip=servers,handshakes,breakdown,idle,clients,broadcast,scaleout
+--idle-connections=N --only=REGEX --scenarios=REGEX --skip=servers,handshakes,breakdown,idle,clients,broadcast,scaleout
 --wait-quiet=S
 --nice=N --no-readme\` (see \`bench/run.ts\`). Deno and Bun come from
 \`tools/node_modules/.bin\` (\`npm install --prefix tools\`), Node's \`ws\` from

@@ -252,7 +252,8 @@ export class ConnectionDriver {
     }
 
     data(chunk: Uint8Array): boolean {
-      return this.#driver.#onData(chunk);
+      const driver = this.#driver;
+      return driver.#onData(chunk, driver.#ownedInput);
     }
 
     end(error: Error | null): void {
@@ -277,6 +278,8 @@ export class ConnectionDriver {
   #failure: Error | null = null;
 
   // Input.
+  /** Chunks are handed over, not lent (push transports: a fresh buffer per read). */
+  readonly #ownedInput: boolean;
   #resumeReading: (() => void) | null = null;
   #readPaused = false;
 
@@ -323,6 +326,7 @@ export class ConnectionDriver {
     this.#codec = codec;
     this.#options = options;
     this.#events = events;
+    this.#ownedInput = transport.setConsumer !== undefined;
     this.#protocol = new WebSocketProtocol(
       {
         role: options.role,
@@ -331,9 +335,15 @@ export class ConnectionDriver {
         maxFragments: options.maxFragments,
         codec,
         allocate: transport.allocate,
+        copyLimit: transport.frameCopyLimit,
       },
       this.#callbacks,
     );
+  }
+
+  /** See {@linkcode WebSocketProtocol.deliverViews}. */
+  set deliverViews(value: boolean) {
+    this.#protocol.deliverViews = value;
   }
 
   /** The protocol state (OPEN, CLOSING, or CLOSED once close frames crossed or it failed). */
@@ -373,7 +383,7 @@ export class ConnectionDriver {
       return;
     }
     this.#startKeepalive();
-    if (initial !== null && initial.length > 0 && !this.#onData(initial)) {
+    if (initial !== null && initial.length > 0 && !this.#onData(initial, false)) {
       this.#readPaused = true;
     }
     if (this.#transportClosed) return;
@@ -469,8 +479,11 @@ export class ConnectionDriver {
 
   // --- Reading ---
 
-  /** One received chunk: parse, deliver, answer. Returns whether to keep reading. */
-  #onData(chunk: Uint8Array): boolean {
+  /**
+   * One received chunk: parse, deliver, answer. Returns whether to keep
+   * reading. `owned`: the chunk is ours to keep and change (push transports).
+   */
+  #onData(chunk: Uint8Array, owned: boolean): boolean {
     if (this.#transportClosed) return false;
     if (this.#protocol.state === ReadyState.CLOSED) {
       // Input after the close is only read (and dropped) to let our close
@@ -485,7 +498,7 @@ export class ConnectionDriver {
     this.#heard = true;
     this.#receiving = true;
     try {
-      this.#protocol.receive(chunk);
+      this.#protocol.receive(chunk, owned);
     } finally {
       this.#receiving = false;
     }

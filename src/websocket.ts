@@ -275,6 +275,8 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
   #headers: Headers | Uint8Array | null = null;
   #handlers: WebSocketHandlers<unknown> | undefined;
   #messageListeners = 0;
+  /** What the driver was last told about delivering views (see `#deliver`). */
+  #views = false;
   #errorListeners = 0;
   /** Guarded wrappers of event listeners, so removeEventListener finds them. */
   #wrapped: WeakMap<object, Map<string, EventListener>> | null = null;
@@ -821,6 +823,14 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
   }
 
   #deliver(message: Message): void {
+    // Large binary messages come as views (no copy) unless an event listener
+    // wants them as whole ArrayBuffers; this applies from the next message.
+    const views = this.binaryType !== "arraybuffer" ||
+      (this.#messageListeners === 0 && this.onmessage === null);
+    if (views !== this.#views) {
+      this.#views = views;
+      if (this.#driver !== null) this.#driver.deliverViews = views;
+    }
     const controller = this.#readableController;
     if (controller !== null) {
       controller.enqueue(message);

@@ -14,6 +14,7 @@ import { Opcode } from "./opcodes.ts";
 import { applyMask, nextMaskKey } from "./mask.ts";
 import { CloseCode, encodeClosePayload, isValidWireCloseCode } from "./close_codes.ts";
 import { WebSocketError } from "./errors.ts";
+import { roomBefore } from "./frame_room.ts";
 
 /** The WHATWG `readyState` values. */
 export const ReadyState = {
@@ -34,7 +35,11 @@ export type ReadyState = typeof ReadyState[keyof typeof ReadyState];
 export interface ProtocolHandler {
   /** A complete text message. */
   text(data: string): void;
-  /** A complete binary message (exactly sized, owned by the receiver). */
+  /**
+   * A complete binary message, owned by the receiver: exactly sized, or a
+   * view into a larger buffer while {@linkcode WebSocketProtocol.deliverViews}
+   * is set.
+   */
   binary(data: Uint8Array): void;
   /** A ping was received (the pong is already queued). */
   ping?(payload: Uint8Array): void;
@@ -72,6 +77,16 @@ export interface ProtocolOptions {
    * uninitialized memory. @default {(size) => new Uint8Array(size)}
    */
   allocate?: (size: number) => Uint8Array;
+  /**
+   * Server payloads up to this many bytes are copied next to their header,
+   * so that the frame leaves in one socket write; larger ones are queued as
+   * they are, after their header. A fresh frame per large message is faster
+   * where the allocator takes it well (Bun, 64 KiB echo: 30-34 → 27-31 µs
+   * per message) but on Deno it raised the resident memory that a
+   * never-reading-peers attack leaves behind by ~100 MiB, hence a default
+   * that the runtime adapter may raise. @default {16384}
+   */
+  copyLimit?: number;
 }
 
 const encoder = new TextEncoder();
@@ -84,15 +99,8 @@ const ARENA_SIZE = 16 * 1024;
 /** Text up to this many UTF-16 units is encoded once into scratch, then copied next to its header. */
 const TEXT_COPY_THRESHOLD = 16 * 1024;
 const textScratch = new Uint8Array(3 * TEXT_COPY_THRESHOLD);
-/**
- * Payloads up to this size are copied next to their header in one buffer,
- * so that the frame leaves in one socket write. 64 KiB was faster per
- * message (Bun echo: 30-34 → 27-31 µs, Deno 47-52 → 39-43 µs) but a fresh
- * 64 KiB frame per echoed message raised Deno's resident memory after the
- * never-reading-peers attack past the attack test's bound (RSS +154 MiB
- * that the allocator keeps), so it stays at 16 KiB until that is solved.
- */
-const COPY_THRESHOLD = 16 * 1024;
+/** Default of {@linkcode ProtocolOptions.copyLimit}. */
+const COPY_LIMIT = 16 * 1024;
 
 /**
  * One WebSocket connection's protocol state, after the opening handshake.
@@ -146,6 +154,7 @@ export class WebSocketProtocol {
   #assembler: MessageAssembler;
   #codec: MessageCodec | null;
   #allocate: (size: number) => Uint8Array;
+  #copyLimit: number;
   #state: ReadyState = ReadyState.OPEN;
   #out: Uint8Array[] = [];
   /**
@@ -168,11 +177,13 @@ export class WebSocketProtocol {
     this.#handler = handler;
     this.#codec = options.codec ?? null;
     this.#allocate = options.allocate ?? zeroed;
+    this.#copyLimit = options.copyLimit ?? COPY_LIMIT;
     this.#assembler = new MessageAssembler(new WebSocketProtocol.#Events(this), {
       maxMessageSize: options.maxMessageSize,
       maxFragments: options.maxFragments,
       inflate: this.#codec?.decompress,
       allocate: options.allocate,
+      frameRoom: options.role === "server",
     });
     this.#parser = new FrameParser(this.#assembler, {
       role: options.role,
@@ -219,13 +230,30 @@ export class WebSocketProtocol {
   }
 
   /**
+   * Whether large binary messages may be delivered as views into a larger
+   * buffer (nothing else uses its other bytes) instead of exactly sized
+   * buffers. Views save a copy; set it while the receiver hands messages on
+   * as `Uint8Array`s, clear it while it needs each as a whole `ArrayBuffer`.
+   * A server that sends such a view on (an echo, a relay) writes header and
+   * payload as one buffer with no copy. @default {false}
+   */
+  set deliverViews(value: boolean) {
+    this.#assembler.deliverViews = value;
+  }
+
+  /**
    * Feeds received bytes. Messages and control events are reported to the
    * handler before this returns; a protocol violation fails the connection
    * (close frame queued, state CLOSED, {@linkcode error} set) instead of
    * throwing. Exceptions thrown by the handler itself propagate.
+   *
+   * `owned`: the caller gives `chunk` away (a runtime that allocates a fresh
+   * buffer per read); payloads may then be unmasked in place and delivered as
+   * views of it. Otherwise `chunk` is only read during the call.
    */
-  receive(chunk: Uint8Array): void {
+  receive(chunk: Uint8Array, owned = false): void {
     if (this.#state === ReadyState.CLOSED) return;
+    this.#assembler.ownedInput = owned;
     try {
       this.#parser.push(chunk);
     } catch (err) {
@@ -258,7 +286,7 @@ export class WebSocketProtocol {
   /** Queues a binary message. Returns false (and sends nothing) unless OPEN. */
   sendBinary(data: Uint8Array): boolean {
     if (this.#state !== ReadyState.OPEN) return false;
-    return this.#sendData(Opcode.Binary, data, data.length <= COPY_THRESHOLD);
+    return this.#sendData(Opcode.Binary, data, data.length <= this.#copyLimit);
   }
 
   /**
@@ -355,7 +383,7 @@ export class WebSocketProtocol {
     const codec = this.#codec;
     if (codec !== null && data.length >= codec.threshold) {
       const compressed = codec.compress(data);
-      this.#queueFrame(opcode, compressed, true, compressed.length <= COPY_THRESHOLD);
+      this.#queueFrame(opcode, compressed, true, compressed.length <= this.#copyLimit);
       return true;
     }
     this.#queueFrame(opcode, data, false, copy);
@@ -373,6 +401,15 @@ export class WebSocketProtocol {
     const headerSize = frameHeaderSize(length, mask !== null);
     const size = headerSize + length;
     this.#outBytes += size;
+    if (mask === null && size > ARENA_SIZE / 2 && roomBefore(payload) >= headerSize) {
+      // A payload delivered with room for a header in front (an echo, a
+      // relay): header and payload leave as one buffer, with no copy.
+      this.#sealArena();
+      const frame = new Uint8Array(payload.buffer, payload.byteOffset - headerSize, size);
+      writeFrameHeader(frame, 0, opcode, length, true, rsv1, null);
+      this.#out.push(frame);
+      return;
+    }
     if (mask === null && !copy) {
       // Large server payloads go out from where they are; the header goes
       // into the arena, ahead of them.

@@ -6,18 +6,23 @@
  * @module
  */
 
-import type { FrameHandler, FrameHeader } from "./frame.ts";
+import { type FrameHandler, type FrameHeader, frameHeaderSize } from "./frame.ts";
 import { Opcode } from "./opcodes.ts";
 import { applyMask, unmaskInto } from "./mask.ts";
 import { invalidDataError, protocolError, tooBigError, type WebSocketError } from "./errors.ts";
 import { parseClosePayload } from "./close_codes.ts";
 import { Utf8Validator } from "./utf8.ts";
+import { giveRoom } from "./frame_room.ts";
 
 /** Receives complete messages and control frames, synchronously. */
 export interface MessageHandler {
   /** A complete text message. */
   text(data: string): void;
-  /** A complete binary message; the buffer is exactly sized and owned by the receiver. */
+  /**
+   * A complete binary message, owned by the receiver: an exactly sized
+   * buffer, or (while {@linkcode MessageAssembler.deliverViews} is set) a view
+   * into a larger one whose other bytes nothing uses.
+   */
   binary(data: Uint8Array): void;
   /** A ping and its payload. */
   ping(payload: Uint8Array): void;
@@ -60,6 +65,12 @@ export interface MessageAssemblerOptions {
    * skip zero-filling large payloads. @default {(size) => new Uint8Array(size)}
    */
   allocate?: (size: number) => Uint8Array;
+  /**
+   * Leave room for a server frame header in front of large binary payloads
+   * delivered as views (see `frame_room.ts`), so that a server sending them
+   * on writes one buffer. Only useful to servers. @default {false}
+   */
+  frameRoom?: boolean;
 }
 
 function zeroed(size: number): Uint8Array {
@@ -98,6 +109,13 @@ const TAIL_MAX = 64 * 1024;
 /** Below this many bytes a payload piece is unmasked by a byte loop (no views made). */
 const SMALL_PIECE = 16;
 
+/**
+ * Single-frame binary payloads of at least this many bytes may be delivered
+ * as views (see {@linkcode MessageAssembler.deliverViews}): in place in an
+ * owned input chunk, or with room for a frame header in front.
+ */
+const VIEW_MIN = 8 * 1024;
+
 /** The parts of no message (shared: a connection makes its own list on its first fragment). */
 const NO_PARTS: Uint8Array[] = [];
 
@@ -134,7 +152,10 @@ export class MessageAssembler implements FrameHandler {
   #maxFragments: number;
   #inflate: InflateFunction | undefined;
   #allocate: (size: number) => Uint8Array;
+  #frameRoom: boolean;
   #utf8 = new Utf8Validator();
+  #views = false;
+  #ownedInput = false;
 
   // The frame in progress.
   #frameKind: number = Kind.None;
@@ -146,6 +167,8 @@ export class MessageAssembler implements FrameHandler {
   #ownBuffer = true;
   /** Whether the payload is uncompressed text, checked for UTF-8 as it arrives. */
   #frameText = false;
+  /** Whether the payload is a whole uncompressed binary message that may be delivered as a view. */
+  #frameView = false;
   #frameBuf: Uint8Array | null = null;
 
   // The message in progress.
@@ -178,6 +201,26 @@ export class MessageAssembler implements FrameHandler {
     }
     this.#inflate = options.inflate;
     this.#allocate = options.allocate ?? zeroed;
+    this.#frameRoom = options.frameRoom ?? false;
+  }
+
+  /**
+   * Whether large single-frame binary messages may be delivered as views
+   * into a larger buffer (that nothing else uses) rather than as exactly
+   * sized buffers: set it while the receiver hands on `Uint8Array`s, clear
+   * it while it needs whole `ArrayBuffer`s (a view would cost a copy then).
+   */
+  set deliverViews(value: boolean) {
+    this.#views = value;
+  }
+
+  /**
+   * Whether the chunks pushed from now on are owned by this assembler (a
+   * runtime that hands out a fresh buffer per read): their payload bytes
+   * may then be unmasked in place and delivered as views of the chunk.
+   */
+  set ownedInput(value: boolean) {
+    this.#ownedInput = value;
   }
 
   /** Sets the inflater once permessage-deflate is negotiated. */
@@ -215,6 +258,7 @@ export class MessageAssembler implements FrameHandler {
       this.#frameKind = Kind.Control;
       this.#ownBuffer = true;
       this.#frameText = false;
+      this.#frameView = false;
       return;
     }
     if (opcode === Opcode.Continuation) {
@@ -254,6 +298,8 @@ export class MessageAssembler implements FrameHandler {
     this.#frameKind = this.#messageKind;
     this.#ownBuffer = this.#singleFrame || length >= PART_MIN;
     this.#frameText = this.#checkText;
+    this.#frameView = this.#views && this.#singleFrame && this.#messageKind === Kind.Binary &&
+      !this.#compressed && length >= VIEW_MIN;
     // The tail's bytes come before this frame's; sealing them now also means
     // a tail and a frame buffer are never both growing.
     if (this.#ownBuffer) this.#sealTail();
@@ -273,6 +319,10 @@ export class MessageAssembler implements FrameHandler {
             this.#decodeOneShot(chunk, start, end);
             return;
           }
+          if (this.#frameView) {
+            this.#takeView(chunk, start, end);
+            return;
+          }
           // The whole payload in one piece: copy it without zero-filling a
           // new buffer first, then unmask the copy.
           buf = this.#frameBuf = chunk.slice(start, end);
@@ -280,7 +330,9 @@ export class MessageAssembler implements FrameHandler {
           if (this.#frameText && !this.#utf8.push(buf, 0, n)) throw textError();
           return;
         }
-        buf = this.#frameBuf = this.#allocate(this.#frameLength);
+        buf = this.#frameBuf = this.#frameView && this.#frameRoom
+          ? this.#allocateWithRoom(this.#frameLength)
+          : this.#allocate(this.#frameLength);
       }
       at = offset;
     } else {
@@ -329,6 +381,36 @@ export class MessageAssembler implements FrameHandler {
     }
     if (!this.#frameFin) return;
     this.#endMessage();
+  }
+
+  /**
+   * A whole binary message payload in one piece, delivered as a view: in
+   * place when the chunk is owned and the payload is most of it (so a view
+   * kept long pins at most twice its bytes), else copied with the bytes
+   * before it, which are then room for a frame header.
+   */
+  #takeView(chunk: Uint8Array, start: number, end: number): void {
+    const n = end - start;
+    const room = this.#frameRoom ? frameHeaderSize(n, false) : 0;
+    // The bytes just before the payload in this chunk are its own frame
+    // header (a client's, 4 bytes longer than a server's): free to reuse.
+    const roomy = room > 0 && start >= room;
+    const view = this.#ownedInput && 2 * n >= chunk.length
+      ? chunk.subarray(start, end)
+      : roomy
+      ? chunk.slice(start - room, end).subarray(room)
+      : chunk.slice(start, end);
+    if (this.#mask !== null) applyMask(view, this.#mask, 0);
+    if (roomy) giveRoom(view, room);
+    this.#frameBuf = view;
+  }
+
+  /** A payload buffer of `length` bytes with room for a server frame header in front. */
+  #allocateWithRoom(length: number): Uint8Array {
+    const room = frameHeaderSize(length, false);
+    const view = this.#allocate(room + length).subarray(room);
+    giveRoom(view, room);
+    return view;
   }
 
   #decodeOneShot(chunk: Uint8Array, start: number, end: number): void {

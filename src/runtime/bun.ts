@@ -187,6 +187,14 @@ class BunTransport implements Transport {
 
   readonly remoteAddr: NetAddress;
   readonly allocate = allocUnsafe;
+  /**
+   * One write per frame up to 64 KiB (a copy of the payload next to its
+   * header): Bun's allocator takes a fresh 64 KiB buffer per message well,
+   * and a second `write()` for the payload costs more than the copy.
+   */
+  get frameCopyLimit(): number {
+    return 64 * 1024;
+  }
   #localAddr: NetAddress | undefined;
   #socket: BunSocket;
   #chunks: Uint8Array[] = [];

@@ -81,6 +81,11 @@ export interface Transport {
    * transport.
    */
   readonly allocate?: (size: number) => Uint8Array;
+  /**
+   * Optional: the largest payload worth copying next to its frame header so
+   * that a frame leaves in one `write()` (see `ProtocolOptions.copyLimit`).
+   */
+  readonly frameCopyLimit?: number;
   /** The local address of the socket. */
   readonly localAddr: NetAddress;
   /** The remote address of the socket. */

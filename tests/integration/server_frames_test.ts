@@ -411,6 +411,89 @@ describe("server frames: maxMessageSize", () => {
   });
 });
 
+describe("server frames: large binary messages", () => {
+  const sizes = [8 * 1024, 16 * 1024 + 1, 65_535, 65_536, 300_000, 2 << 20];
+
+  test("echoed intact at every size, sent whole or in small writes", async () => {
+    await withEchoServer({ maxMessageSize: 4 << 20 }, async (port) => {
+      const client = await RawClient.open(port);
+      for (const size of sizes) {
+        for (const pieces of [1, 7]) {
+          const payload = pattern(size, size + pieces);
+          const wire = buildFrame({ opcode: Op.Binary, payload });
+          const step = Math.ceil(wire.length / pieces);
+          for (let at = 0; at < wire.length; at += step) {
+            client.write(wire.subarray(at, at + step));
+            if (pieces > 1) await sleep(1);
+          }
+          const frame = await client.expectFrame(10_000);
+          assert.equal(frame.opcode, Op.Binary);
+          assert.equal(frame.payload.length, size);
+          assert.ok(Buffer.from(frame.payload).equals(Buffer.from(payload)), `size ${size}`);
+        }
+      }
+      client.destroy();
+    });
+  });
+
+  test("one received message relayed to two connections and back reaches all intact", async () => {
+    const peers = new Set<Parameters<NonNullable<WebSocketHandlers["open"]>>[0]>();
+    await withEchoServer({ maxMessageSize: 4 << 20 }, async (port) => {
+      const a = await RawClient.open(port);
+      const b = await RawClient.open(port);
+      await within(
+        (async () => {
+          while (peers.size < 2) await sleep(5);
+        })(),
+        5000,
+        "both connections open",
+      );
+      for (const size of [70_000, 1 << 20]) {
+        const payload = pattern(size, 11);
+        a.write(buildFrame({ opcode: Op.Binary, payload }));
+        for (const client of [a, a, b]) {
+          const frame = await client.expectFrame(10_000);
+          assert.ok(Buffer.from(frame.payload).equals(Buffer.from(payload)), `size ${size}`);
+        }
+      }
+      a.destroy();
+      b.destroy();
+    }, {
+      open(ws) {
+        peers.add(ws);
+      },
+      message(ws, data) {
+        // To every peer, the sender twice: the same view sent three times.
+        ws.send(data);
+        for (const peer of peers) peer.send(data);
+      },
+    });
+  });
+
+  test("a message listener with binaryType arraybuffer gets exactly sized ArrayBuffers", async () => {
+    const buffers: ArrayBuffer[] = [];
+    await withEchoServer({ maxMessageSize: 4 << 20 }, async (port) => {
+      const client = await RawClient.open(port);
+      for (const size of [100_000, 100_000, 1 << 20]) {
+        const payload = pattern(size, size);
+        client.write(buildFrame({ opcode: Op.Binary, payload }));
+        const frame = await client.expectFrame(10_000);
+        assert.ok(Buffer.from(frame.payload).equals(Buffer.from(payload)));
+        assert.ok(buffers.at(-1) instanceof ArrayBuffer);
+        assert.equal(buffers.at(-1)!.byteLength, size);
+        assert.ok(Buffer.from(buffers.at(-1)!).equals(Buffer.from(payload)));
+      }
+      client.destroy();
+    }, {
+      open(ws) {
+        ws.binaryType = "arraybuffer";
+        ws.addEventListener("message", (event) => buffers.push(event.data as ArrayBuffer));
+      },
+    });
+    assert.equal(buffers.length, 3);
+  });
+});
+
 describe("server frames: control frames", () => {
   test("a ping is answered by a pong with the same payload", async () => {
     await withEchoServer({}, async (port) => {

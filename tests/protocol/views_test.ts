@@ -1,0 +1,207 @@
+/**
+ * Large binary messages delivered as views (`deliverViews`), in place in owned
+ * input or with room for a header in front, and sent on by a server as one
+ * buffer with no copy (`frame_room.ts`).
+ */
+import { describe, test } from "node:test";
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import { type ProtocolHandler, WebSocketProtocol } from "../../src/protocol/connection.ts";
+import { Opcode } from "../../src/protocol/opcodes.ts";
+import { roomBefore } from "../../src/protocol/frame_room.ts";
+import { clientFrame, decodeFrames, serverFrame } from "./_helpers.ts";
+import { concat, pattern, utf8 } from "../_bytes.ts";
+
+class Keep implements ProtocolHandler {
+  binaries: Uint8Array[] = [];
+  texts: string[] = [];
+  text(data: string): void {
+    this.texts.push(data);
+  }
+  binary(data: Uint8Array): void {
+    this.binaries.push(data);
+  }
+}
+
+function server(views: boolean, role: "server" | "client" = "server") {
+  const keep = new Keep();
+  const ws = new WebSocketProtocol({ role, maxMessageSize: 4 << 20 }, keep);
+  ws.deliverViews = views;
+  return { ws, keep };
+}
+
+function isExact(data: Uint8Array): boolean {
+  return data.byteOffset === 0 && data.byteLength === data.buffer.byteLength;
+}
+
+/** The one frame a server queued for `data`, checked to be a single chunk. */
+function echoOnce(ws: WebSocketProtocol, data: Uint8Array): Uint8Array {
+  assert.equal(ws.sendBinary(data), true);
+  const out = ws.takeOutput();
+  assert.equal(out.length, 1, "header and payload leave as one chunk");
+  const frames = decodeFrames(out);
+  assert.equal(frames.length, 1);
+  assert.equal(frames[0].opcode, Opcode.Binary);
+  assert.equal(frames[0].fin, true);
+  assert.equal(frames[0].mask, null);
+  assert.deepEqual(frames[0].payload, data);
+  return out[0];
+}
+
+const SIZES = [8 * 1024, 8 * 1024 + 1, 65535, 65536, 100_000, 1 << 20];
+
+describe("Protocol: large binary messages as views", () => {
+  test("owned input: unmasked in place, delivered as a view of the chunk, echoed with no copy", () => {
+    for (const size of SIZES) {
+      const { ws, keep } = server(true);
+      const payload = pattern(size, 7);
+      const chunk = clientFrame({ opcode: Opcode.Binary, payload });
+      ws.receive(chunk, true);
+      assert.equal(keep.binaries.length, 1);
+      const got = keep.binaries[0];
+      assert.deepEqual(got, payload, `size ${size}`);
+      assert.equal(got.buffer, chunk.buffer, "a view of the chunk");
+      assert.ok(roomBefore(got) >= (size < 65536 ? 4 : 10));
+      const frame = echoOnce(ws, got);
+      assert.equal(frame.buffer, chunk.buffer, "the header went into the room");
+      assert.deepEqual(frame, serverFrame({ opcode: Opcode.Binary, payload }));
+    }
+  });
+
+  test("lent input: the chunk is left as it was, the message is a copy with room", () => {
+    for (const size of SIZES) {
+      const { ws, keep } = server(true);
+      const payload = pattern(size, 3);
+      const chunk = clientFrame({ opcode: Opcode.Binary, payload });
+      const before = chunk.slice();
+      ws.receive(chunk);
+      assert.deepEqual(chunk, before, "a lent chunk is not changed");
+      const got = keep.binaries[0];
+      assert.notEqual(got.buffer, chunk.buffer);
+      chunk.fill(0xee); // the runtime reuses its read buffer
+      assert.deepEqual(got, payload, `size ${size}`);
+      assert.deepEqual(echoOnce(ws, got), serverFrame({ opcode: Opcode.Binary, payload }));
+    }
+  });
+
+  test("a payload that arrives in pieces is assembled with room for the header", () => {
+    const payload = pattern(200_000, 5);
+    const wire = clientFrame({ opcode: Opcode.Binary, payload });
+    for (const owned of [false, true]) {
+      const { ws, keep } = server(true);
+      for (let at = 0; at < wire.length; at += 4096) {
+        ws.receive(wire.slice(at, at + 4096), owned);
+      }
+      const got = keep.binaries[0];
+      assert.deepEqual(got, payload);
+      assert.equal(roomBefore(got), 10);
+      assert.deepEqual(echoOnce(ws, got), serverFrame({ opcode: Opcode.Binary, payload }));
+    }
+  });
+
+  test("without deliverViews every message is an exactly sized buffer", () => {
+    for (const size of SIZES) {
+      for (const owned of [false, true]) {
+        const { ws, keep } = server(false);
+        const payload = pattern(size, 1);
+        const wire = clientFrame({ opcode: Opcode.Binary, payload });
+        ws.receive(wire, owned);
+        ws.receive(wire.slice(0, 1000), owned);
+        ws.receive(wire.slice(1000), owned);
+        assert.equal(keep.binaries.length, 2);
+        for (const got of keep.binaries) {
+          assert.ok(isExact(got), `size ${size}, owned ${owned}`);
+          assert.deepEqual(got, payload);
+          assert.equal(roomBefore(got), 0);
+        }
+      }
+    }
+  });
+
+  test("a message that is a small part of an owned chunk is copied, not pinned in it", () => {
+    const { ws, keep } = server(true);
+    const big = pattern(10_000, 2);
+    const many = [];
+    for (let i = 0; i < 4; i++) many.push(clientFrame({ opcode: Opcode.Binary, payload: big }));
+    const chunk = concat(...many);
+    ws.receive(chunk, true);
+    assert.equal(keep.binaries.length, 4);
+    for (const got of keep.binaries) {
+      assert.deepEqual(got, big);
+      assert.notEqual(got.buffer, chunk.buffer);
+      assert.deepEqual(echoOnce(ws, got), serverFrame({ opcode: Opcode.Binary, payload: big }));
+    }
+  });
+
+  test("the same view sent twice, and on another connection, gives the same frames", () => {
+    const { ws, keep } = server(true);
+    const payload = pattern(70_000, 9);
+    ws.receive(clientFrame({ opcode: Opcode.Binary, payload }), true);
+    const got = keep.binaries[0];
+    const other = server(true).ws;
+    assert.equal(ws.sendBinary(got), true);
+    assert.equal(other.sendBinary(got), true);
+    assert.equal(ws.sendBinary(got), true);
+    const expected = serverFrame({ opcode: Opcode.Binary, payload });
+    assert.deepEqual(concat(...ws.takeOutput()), concat(expected, expected));
+    assert.deepEqual(concat(...other.takeOutput()), expected);
+  });
+
+  test("views with no room fall back: a client's messages, sub-views; text is never a view", () => {
+    const payload = pattern(50_000, 4);
+    // A client leaves no room (it masks what it sends, so it copies anyway).
+    const client = server(true, "client");
+    client.ws.receive(serverFrame({ opcode: Opcode.Binary, payload }), true);
+    const fromClient = client.keep.binaries[0];
+    assert.deepEqual(fromClient, payload);
+    assert.equal(roomBefore(fromClient), 0);
+    const { ws, keep } = server(true);
+    const out = ws.takeOutput();
+    assert.equal(out.length, 0);
+    for (const data of [fromClient, fromClient.subarray(100), fromClient.subarray(0, 20_000)]) {
+      assert.equal(ws.sendBinary(data), true);
+      const frames = decodeFrames(ws.takeOutput());
+      assert.equal(frames.length, 1);
+      assert.deepEqual(frames[0].payload, data);
+    }
+    // Text is never a view.
+    const text = "x".repeat(40_000);
+    ws.receive(clientFrame({ opcode: Opcode.Text, payload: utf8(text) }), true);
+    assert.deepEqual(keep.texts, [text]);
+  });
+
+  test("property: any cut of any mix of frames delivers the same messages, echoed intact", () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.integer({ min: 0, max: 40_000 }), { minLength: 1, maxLength: 6 }),
+        fc.array(fc.integer({ min: 1, max: 60_000 }), { maxLength: 8 }),
+        fc.boolean(),
+        fc.boolean(),
+        (sizes, cuts, owned, views) => {
+          const { ws, keep } = server(views);
+          const payloads = sizes.map((n, i) => pattern(n, i));
+          const wire = concat(
+            ...payloads.map((payload) => clientFrame({ opcode: Opcode.Binary, payload })),
+          );
+          let at = 0;
+          for (const cut of [...cuts, wire.length]) {
+            const end = Math.min(wire.length, at + cut);
+            const piece = wire.slice(at, end);
+            ws.receive(piece, owned);
+            if (!owned) piece.fill(0xaa); // a lent buffer is reused by the runtime
+            at = end;
+            if (at === wire.length) break;
+          }
+          assert.equal(keep.binaries.length, payloads.length);
+          for (let i = 0; i < payloads.length; i++) {
+            assert.deepEqual(keep.binaries[i], payloads[i]);
+            assert.equal(ws.sendBinary(keep.binaries[i]), true);
+          }
+          const frames = decodeFrames(ws.takeOutput());
+          assert.deepEqual(frames.map((f) => f.payload), payloads);
+        },
+      ),
+      { numRuns: 200 },
+    );
+  });
+});
