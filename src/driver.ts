@@ -108,6 +108,13 @@ export const OUTPUT_HIGH_WATER = 1024 * 1024;
 const DISCARD_LIMIT = 256 * 1024;
 /** A write that leaves more than this unsent means the socket is behind: `drain` follows. */
 const DRAIN_MARK = 64 * 1024;
+/**
+ * The rest of a payload in progress is read straight into the message's
+ * buffer (transports with `readInto`) when at least this much is to come:
+ * below it, one read into the transport's buffer takes in the rest and
+ * what follows for about the same copy.
+ */
+const DIRECT_READ_MIN = 16 * 1024;
 
 /**
  * Joins runs of small chunks (frames of small messages, headers) into single
@@ -178,14 +185,23 @@ function coalesceRuns(chunks: Uint8Array[]): Uint8Array[] {
   return out;
 }
 
+/** What the read loop feeds: chunks, or bytes it read where `target()` said. */
+interface Reader extends ChunkConsumer {
+  /** Where to read the next bytes directly, or `null` for a plain `read()`. */
+  target(): Uint8Array | null;
+  /** `n` bytes were read into the last `target()`. Returns whether to keep reading. */
+  dataInPlace(n: number): boolean;
+}
+
 /**
  * Reads `transport` and hands each chunk to `consumer`, pausing while
  * `consumer.data()` returns `false`. Push transports (Bun) do this in their
  * own data callback (`null` is returned: `resumeConsumer()` restarts them);
  * pull transports (Deno, streams) get a read loop here, and the function
- * that restarts it after a pause.
+ * that restarts it after a pause. Transports with `readInto` read the rest
+ * of a large payload straight into the message's buffer.
  */
-function startReading(transport: Transport, consumer: ChunkConsumer): (() => void) | null {
+function startReading(transport: Transport, consumer: Reader): (() => void) | null {
   if (transport.setConsumer !== undefined) {
     transport.setConsumer(consumer);
     return null;
@@ -196,6 +212,23 @@ function startReading(transport: Transport, consumer: ChunkConsumer): (() => voi
     for (;;) {
       if (paused) {
         await new Promise<void>((resolve) => (wake = resolve));
+        continue;
+      }
+      const target = transport.readInto === undefined ? null : consumer.target();
+      if (target !== null) {
+        // The rest of a large payload: straight into the message's buffer.
+        let n: number | null;
+        try {
+          n = await transport.readInto!(target);
+        } catch (err) {
+          consumer.end(toError(err));
+          return;
+        }
+        if (n === null) {
+          consumer.end(null);
+          return;
+        }
+        if (!consumer.dataInPlace(n)) paused = true;
         continue;
       }
       let chunk: Uint8Array | null;
@@ -228,7 +261,7 @@ export class ConnectionDriver {
    * back into the driver: one small object per connection rather than a
    * closure per callback (idle connections are mostly such objects).
    */
-  static #Callbacks = class implements ProtocolHandler, ChunkConsumer, Ticking {
+  static #Callbacks = class implements ProtocolHandler, Reader, Ticking {
     readonly #driver: ConnectionDriver;
 
     constructor(driver: ConnectionDriver) {
@@ -254,6 +287,14 @@ export class ConnectionDriver {
     data(chunk: Uint8Array): boolean {
       const driver = this.#driver;
       return driver.#onData(chunk, driver.#ownedInput);
+    }
+
+    target(): Uint8Array | null {
+      return this.#driver.#readTarget();
+    }
+
+    dataInPlace(n: number): boolean {
+      return this.#driver.#onDataInPlace(n);
     }
 
     end(error: Error | null): void {
@@ -502,6 +543,30 @@ export class ConnectionDriver {
     } finally {
       this.#receiving = false;
     }
+    return this.#afterReceive();
+  }
+
+  /** Where to read the next bytes directly (the rest of a large payload), or `null`. */
+  #readTarget(): Uint8Array | null {
+    if (this.#transportClosed) return null;
+    return this.#protocol.receiveTarget(DIRECT_READ_MIN);
+  }
+
+  /** `n` bytes were read into `#readTarget()`: as `#onData`, with no copy. */
+  #onDataInPlace(n: number): boolean {
+    if (this.#transportClosed) return false;
+    this.#heard = true;
+    this.#receiving = true;
+    try {
+      this.#protocol.receivedInPlace(n);
+    } finally {
+      this.#receiving = false;
+    }
+    return this.#afterReceive();
+  }
+
+  /** After a chunk was parsed: write what it produced; whether to keep reading. */
+  #afterReceive(): boolean {
     // Everything this chunk produced (replies, handler sends) is queued now:
     // write it before the next read is issued rather than in a microtask.
     if (this.#protocol.outputBytes > 0 && !this.#writing) this.#flush();

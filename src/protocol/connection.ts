@@ -263,6 +263,31 @@ export class WebSocketProtocol {
   }
 
   /**
+   * Where the next received bytes may be read directly, with no copy: a view
+   * of the rest of a large payload in progress (at least `min` bytes) inside
+   * the buffer that will hold the message, or `null`. Bytes read into it are
+   * reported with {@linkcode receivedInPlace} instead of `receive()`.
+   */
+  receiveTarget(min: number): Uint8Array | null {
+    if (this.#state === ReadyState.CLOSED) return null;
+    return this.#parser.payloadTarget(min);
+  }
+
+  /**
+   * `n` bytes were read into the view {@linkcode receiveTarget} returned
+   * (and nothing was received since). Same outcomes as `receive()`.
+   */
+  receivedInPlace(n: number): void {
+    if (this.#state === ReadyState.CLOSED) return;
+    try {
+      this.#parser.payloadWritten(n);
+    } catch (err) {
+      if (err instanceof WebSocketError) this.fail(err);
+      else throw err;
+    }
+  }
+
+  /**
    * The transport reached end of stream. Without a close frame first, the
    * connection closed abnormally (1006).
    */

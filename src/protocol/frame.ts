@@ -146,6 +146,18 @@ export interface FrameHandler {
   framePayload(chunk: Uint8Array, start: number, end: number, offset: number): void;
   /** The frame's payload is complete. */
   frameEnd(): void;
+  /**
+   * Optional: where the payload bytes from `offset` on (`remaining` of them)
+   * end up, if they go into one buffer the handler owns; a reader may then
+   * read them straight into it ({@linkcode FrameParser.payloadTarget}).
+   * `null` when the handler copies them elsewhere (or wants them as views).
+   */
+  framePayloadTarget?(offset: number, remaining: number): Uint8Array | null;
+  /**
+   * Optional, with `framePayloadTarget`: `n` payload bytes from `offset` on
+   * were written into the target, still masked.
+   */
+  framePayloadInPlace?(offset: number, n: number): void;
 }
 
 /** Options for {@linkcode FrameParser}. */
@@ -207,6 +219,30 @@ export class FrameParser {
   /** Whether a frame is partly received. */
   get midFrame(): boolean {
     return this.#inPayload || this.#headLength > 0;
+  }
+
+  /**
+   * Where the next payload bytes of the frame in progress go, when the
+   * handler keeps them in one buffer of its own: a view of exactly the bytes
+   * still to come (at least `min` of them), for a reader to read into
+   * directly instead of copying through `push()`. Report what was read with
+   * {@linkcode payloadWritten} before the next `push()`. `null` otherwise.
+   */
+  payloadTarget(min: number): Uint8Array | null {
+    if (!this.#inPayload || this.#remaining < min || this.#stopped) return null;
+    return this.#handler.framePayloadTarget?.(this.#offset, this.#remaining) ?? null;
+  }
+
+  /** `n` bytes (at most the target's length) were read into {@linkcode payloadTarget}. */
+  payloadWritten(n: number): void {
+    if (this.#stopped || n === 0) return;
+    if (!this.#inPayload || n > this.#remaining) {
+      throw new RangeError(`${n} bytes written past the payload in progress`);
+    }
+    this.#handler.framePayloadInPlace!(this.#offset, n);
+    this.#offset += n;
+    this.#remaining -= n;
+    if (this.#remaining === 0) this.#endFrame();
   }
 
   /** Feeds bytes. `chunk` is only read during the call, never kept or changed. */

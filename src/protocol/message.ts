@@ -350,6 +350,20 @@ export class MessageAssembler implements FrameHandler {
     if (this.#frameText && !this.#utf8.push(buf, at, at + n)) throw textError();
   }
 
+  framePayloadTarget(offset: number, remaining: number): Uint8Array | null {
+    // Only into a buffer already made for this frame (its first piece came
+    // through push()); offset + remaining is its length.
+    const buf = this.#ownBuffer ? this.#frameBuf : null;
+    if (buf === null || offset === 0 || offset + remaining !== buf.length) return null;
+    return buf.subarray(offset);
+  }
+
+  framePayloadInPlace(offset: number, n: number): void {
+    const buf = this.#frameBuf!;
+    if (this.#mask !== null) applyMask(buf.subarray(offset, offset + n), this.#mask, offset);
+    if (this.#frameText && !this.#utf8.push(buf, offset, offset + n)) throw textError();
+  }
+
   frameEnd(): void {
     const kind = this.#frameKind;
     this.#frameKind = Kind.None;

@@ -130,6 +130,14 @@ class DenoTransport implements Transport {
     });
   }
 
+  readInto(target: Uint8Array): Promise<number | null> {
+    if (this.#closed) return Promise.resolve(null);
+    return this.#conn.read(target).then((n) => n, (error) => {
+      if (this.#closed || isClosedError(error)) return null;
+      throw detached(error);
+    });
+  }
+
   /** Grows on full reads; shrinks once reads have stayed small for a while. */
   #resize(size: number, n: number): void {
     if (n === size) {

@@ -38,6 +38,13 @@ export interface Transport {
    */
   read(): Promise<Uint8Array | null>;
   /**
+   * Optional, for pull transports: reads the next bytes into `target` (at
+   * most its length) instead of into the transport's own buffer, so a large
+   * payload lands where it will stay with no copy. Resolves the byte count,
+   * or `null` at end of stream; same rules as `read()` otherwise.
+   */
+  readInto?(target: Uint8Array): Promise<number | null>;
+  /**
    * Writes all of `data`. Returns `undefined` when the bytes were handed to the
    * kernel synchronously, or a promise that settles once they were (the caller
    * must not mutate `data` before then). Rejects (or throws) if the socket is

@@ -205,3 +205,105 @@ describe("Protocol: large binary messages as views", () => {
     );
   });
 });
+
+/**
+ * Feeds `wire` as a reader with `readInto` would: through `receive()` while
+ * the protocol offers no target, straight into the target (in reads of at
+ * most `step` bytes) while it does.
+ */
+function feedDirect(ws: WebSocketProtocol, wire: Uint8Array, step: number, min = 1): number {
+  let at = 0;
+  let direct = 0;
+  while (at < wire.length && ws.state !== 3) {
+    const target = ws.receiveTarget(min);
+    let n = Math.min(step, wire.length - at);
+    if (target !== null) {
+      n = Math.min(n, target.length);
+      target.set(wire.subarray(at, at + n));
+      ws.receivedInPlace(n);
+      direct += n;
+    } else {
+      const piece = wire.slice(at, at + n);
+      ws.receive(piece);
+      piece.fill(0xaa); // a lent buffer is reused by the runtime
+    }
+    at += n;
+  }
+  return direct;
+}
+
+describe("Protocol: reading the rest of a large payload in place", () => {
+  test("binary and text, single and fragmented: the same messages, most bytes read in place", () => {
+    for (const views of [false, true]) {
+      const { ws, keep } = server(views);
+      const payload = pattern(300_000, 8);
+      const text = "é€𝄞x".repeat(30_000);
+      const wire = concat(
+        clientFrame({ opcode: Opcode.Binary, payload }),
+        clientFrame({ opcode: Opcode.Text, payload: utf8(text) }),
+        clientFrame({ opcode: Opcode.Binary, fin: false, payload: payload.subarray(0, 100_000) }),
+        clientFrame({ opcode: Opcode.Continuation, payload: payload.subarray(100_000) }),
+      );
+      const direct = feedDirect(ws, wire, 20_000, 16 * 1024);
+      assert.ok(direct > 500_000, `only ${direct} bytes read in place`);
+      assert.equal(keep.binaries.length, 2);
+      assert.deepEqual(keep.binaries[0], payload);
+      assert.deepEqual(keep.binaries[1], payload);
+      assert.deepEqual(keep.texts, [text]);
+      assert.equal(ws.state, 1);
+    }
+  });
+
+  test("no target between frames, for small rests, or after the close", () => {
+    const { ws } = server(true);
+    const wire = clientFrame({ opcode: Opcode.Binary, payload: pattern(40_000, 1) });
+    ws.receive(wire.subarray(0, 30_000));
+    assert.equal(ws.receiveTarget(16 * 1024), null, "10 000 bytes to come is below min");
+    const target = ws.receiveTarget(1000);
+    assert.ok(target !== null);
+    assert.equal(target.length, wire.length - 30_000);
+    target.set(wire.subarray(30_000));
+    ws.receivedInPlace(target.length);
+    assert.equal(ws.receiveTarget(1), null, "between frames");
+    const ping = clientFrame({ opcode: 0x9, payload: pattern(125, 2) });
+    ws.receive(ping.subarray(0, 20));
+    assert.equal(ws.receiveTarget(16 * 1024), null, "a control frame is never that large");
+    ws.receive(ping.subarray(20));
+    ws.receive(wire.subarray(0, 30_000));
+    assert.ok(ws.receiveTarget(1000) !== null);
+    ws.close(1000);
+    assert.ok(ws.receiveTarget(1000) !== null, "CLOSING: the peer's data still comes in");
+    ws.receive(wire.subarray(30_000));
+    ws.receive(clientFrame({ opcode: 0x8, payload: new Uint8Array([0x03, 0xe8]) }));
+    assert.equal(ws.receiveTarget(1), null);
+  });
+
+  test("invalid UTF-8 read in place fails the connection with 1007", () => {
+    const { ws } = server(true);
+    const bad = utf8("a".repeat(50_000));
+    bad[40_000] = 0xff;
+    feedDirect(ws, clientFrame({ opcode: Opcode.Text, payload: bad }), 8192);
+    assert.equal(ws.state, 3);
+    assert.equal(ws.error?.closeCode, 1007);
+  });
+
+  test("property: any mix of receive() and in-place reads gives the same messages", () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.integer({ min: 0, max: 70_000 }), { minLength: 1, maxLength: 5 }),
+        fc.integer({ min: 1, max: 50_000 }),
+        fc.integer({ min: 1, max: 40_000 }),
+        (sizes, step, min) => {
+          const { ws, keep } = server(false);
+          const payloads = sizes.map((n, i) => pattern(n, i + 1));
+          const wire = concat(
+            ...payloads.map((payload) => clientFrame({ opcode: Opcode.Binary, payload })),
+          );
+          feedDirect(ws, wire, step, min);
+          assert.deepEqual(keep.binaries, payloads);
+        },
+      ),
+      { numRuns: 150 },
+    );
+  });
+});
