@@ -267,20 +267,22 @@ function makeConnection<Data>(
   binaryType: BinaryType,
 ): WebSocketConnection<Data> {
   const maxMessageSize = options.maxMessageSize ?? 16 * 1024 * 1024;
-  return new WebSocketConnection<Data>({
-    role: "client",
-    url: url.href,
-    maxMessageSize,
-    maxFrameSize: options.maxFrameSize ?? maxMessageSize,
-    maxFragments: options.maxFragments,
-    closeTimeout: options.closeTimeout ?? 5_000,
-    maxBufferedAmount: options.maxBufferedAmount ?? 64 * 1024 * 1024,
-    readableHighWaterMark: options.readableHighWaterMark,
-    binaryType,
-    data: options.data as Data,
-    handlers: options.handlers,
-    keepalive: keepaliveOf(options),
-  });
+  return new WebSocketConnection<Data>(
+    {
+      role: "client",
+      maxMessageSize,
+      maxFrameSize: options.maxFrameSize ?? maxMessageSize,
+      maxFragments: options.maxFragments,
+      closeTimeout: options.closeTimeout ?? 5_000,
+      maxBufferedAmount: options.maxBufferedAmount ?? 64 * 1024 * 1024,
+      readableHighWaterMark: options.readableHighWaterMark,
+      binaryType,
+      handlers: options.handlers,
+      keepalive: keepaliveOf(options),
+    },
+    url.href,
+    options.data as Data,
+  );
 }
 
 /**
@@ -414,21 +416,23 @@ export class WebSocket extends WebSocketConnection<undefined> {
     const list = normaliseProtocols(protocols ?? options.protocols);
     checkCompression(options.compression);
     const maxMessageSize = options.maxMessageSize ?? 16 * 1024 * 1024;
-    super({
-      role: "client",
-      url: target.href,
-      maxMessageSize,
-      maxFrameSize: options.maxFrameSize ?? maxMessageSize,
-      maxFragments: options.maxFragments,
-      closeTimeout: options.closeTimeout ?? 5_000,
-      maxBufferedAmount: options.maxBufferedAmount ?? 64 * 1024 * 1024,
-      readableHighWaterMark: options.readableHighWaterMark,
-      binaryType: options.binaryType ?? "blob",
-      data: undefined,
-      handlers: options.handlers as WebSocketHandlers<undefined> | undefined,
-      keepalive: keepaliveOf(options),
-      browserCloseCodes: true,
-    });
+    super(
+      {
+        role: "client",
+        maxMessageSize,
+        maxFrameSize: options.maxFrameSize ?? maxMessageSize,
+        maxFragments: options.maxFragments,
+        closeTimeout: options.closeTimeout ?? 5_000,
+        maxBufferedAmount: options.maxBufferedAmount ?? 64 * 1024 * 1024,
+        readableHighWaterMark: options.readableHighWaterMark,
+        binaryType: options.binaryType ?? "blob",
+        handlers: options.handlers as WebSocketHandlers<undefined> | undefined,
+        keepalive: keepaliveOf(options),
+        browserCloseCodes: true,
+      },
+      target.href,
+      undefined,
+    );
     // Failures surface as error and close events, as in browsers.
     establish(this, target, list, options as ConnectOptions<undefined>).catch(() => {});
   }

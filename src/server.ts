@@ -22,7 +22,12 @@ import { HandshakeError, toError } from "./protocol/errors.ts";
 import { type DeflateOptions, resolveDeflateOptions } from "./protocol/permessage_deflate.ts";
 import { assertZlibSupported, PerMessageDeflate } from "./protocol/deflate_codec.ts";
 import { CloseCode, isValidWireCloseCode } from "./protocol/close_codes.ts";
-import { type BinaryType, WebSocketConnection, type WebSocketHandlers } from "./websocket.ts";
+import {
+  type BinaryType,
+  type ConnectionInit,
+  WebSocketConnection,
+  type WebSocketHandlers,
+} from "./websocket.ts";
 import { type PublishOptions, PubSub, type PubSubOptions, type ServerStats } from "./pubsub.ts";
 import { type FetchHandler, HttpConnection } from "./http_responder.ts";
 import { DEFAULT_MAX_BODY_SIZE } from "./protocol/http1.ts";
@@ -577,6 +582,7 @@ class WebSocketServer<Data> implements Server {
   #shutdown: Promise<void> | null = null;
   #resolveFinished!: () => void;
   readonly #hub: PubSub<WebSocketConnection<Data>>;
+  #connectionInit: ConnectionInit<Data> | null = null;
 
   readonly #broker: BrokerLink | null;
 
@@ -868,17 +874,11 @@ class WebSocketServer<Data> implements Server {
     this.#maybeFinished();
   };
 
-  /** Starts an upgraded connection and lists it as open. */
-  #open(
-    transport: Transport,
-    request: ParsedUpgrade,
-    decision: { accepted: AcceptedUpgrade; codec: PerMessageDeflate | null; data: Data },
-  ): void {
+  /** What every connection of this server shares (one object, not one per connection). */
+  #makeConnectionInit(): ConnectionInit<Data> {
     const config = this.#config;
-    const { protocol, extensions } = decision.accepted;
-    const ws = new WebSocketConnection<Data>({
+    return {
       role: "server",
-      url: request.url.href.replace(/^http/, "ws"),
       maxMessageSize: config.maxMessageSize,
       maxFragments: config.options.maxFragments,
       maxFrameSize: config.maxFrameSize,
@@ -886,19 +886,32 @@ class WebSocketServer<Data> implements Server {
       maxBufferedAmount: config.maxBufferedAmount,
       readableHighWaterMark: config.options.readableHighWaterMark,
       binaryType: config.options.binaryType ?? "arraybuffer",
-      data: decision.data,
       handlers: config.handlers,
       keepalive: config.keepalive,
       onError: this.#onConnectionError,
       hub: this.#hub,
       onFinish: this.#onConnectionFinish,
-    });
+    };
+  }
+
+  /** Starts an upgraded connection and lists it as open. */
+  #open(
+    transport: Transport,
+    request: ParsedUpgrade,
+    decision: { accepted: AcceptedUpgrade; codec: PerMessageDeflate | null; data: Data },
+  ): void {
+    const { protocol, extensions } = decision.accepted;
+    const ws = new WebSocketConnection<Data>(
+      this.#connectionInit ??= this.#makeConnectionInit(),
+      request.url.href.replace(/^http/, "ws"),
+      decision.data,
+    );
     // Listed right before _start() opens it (synchronously, `open` handlers
     // included), so the set never holds a connection that cannot send yet; a
     // connection that finishes during _start() is removed by onFinish.
     this.#connections.add(ws);
     ws._start(
-      { transport, protocol, extensions, headers: request.head, codec: decision.codec },
+      { transport, protocol, extensions, headers: request.headText, codec: decision.codec },
       request.rest,
     );
   }

@@ -128,16 +128,18 @@ export function webSocketFromStreams<Data = undefined>(
   const codec = compression === undefined
     ? null
     : new PerMessageDeflate(compression, role, compression);
-  const ws = new WebSocketConnection<Data>({
-    role,
-    url: options.url ?? "ws://localhost/",
-    ...numbers,
-    readableHighWaterMark: options.readableHighWaterMark,
-    binaryType: options.binaryType ?? "arraybuffer",
-    data: options.data as Data,
-    handlers: options.handlers,
-    keepalive,
-  });
+  const ws = new WebSocketConnection<Data>(
+    {
+      role,
+      ...numbers,
+      readableHighWaterMark: options.readableHighWaterMark,
+      binaryType: options.binaryType ?? "arraybuffer",
+      handlers: options.handlers,
+      keepalive,
+    },
+    options.url ?? "ws://localhost/",
+    options.data as Data,
+  );
   const transport = new StreamTransport(streams.readable, streams.writable, {
     remoteAddr: options.remoteAddr,
   });

@@ -87,7 +87,6 @@ export interface WebSocketHandlers<Data = unknown> {
 /** Internal construction options; users get connections from `serve()` or `connect()`. */
 export interface ConnectionInit<Data> {
   role: "server" | "client";
-  url: string;
   maxMessageSize: number;
   maxFrameSize: number;
   /** Most frames one data message may span (default in the protocol core). */
@@ -97,7 +96,6 @@ export interface ConnectionInit<Data> {
   /** Bytes of unread messages the `readable` holds before the socket is paused. */
   readableHighWaterMark?: number;
   binaryType: BinaryType;
-  data: Data;
   handlers?: WebSocketHandlers<unknown> | WebSocketHandlers<Data>;
   /** Keepalive pings and the idle timeout; all off when absent. */
   keepalive?: KeepaliveSettings;
@@ -119,12 +117,15 @@ export interface AttachInit {
   transport: Transport;
   protocol: string;
   extensions: string;
-  /** The other side's handshake headers, or the raw request head to parse them from on demand. */
-  headers: Headers | Uint8Array;
+  /** The other side's handshake headers, or the request head's text to parse them from on demand. */
+  headers: Headers | string;
   codec: MessageCodec | null;
   /** Open in a later task even on the server side, so the caller can attach listeners first. */
   deferOpen?: boolean;
 }
+
+/** Bits of `WebSocketConnection.#listened`, by event type. */
+const LISTENED = { open: 1, message: 2, error: 4, close: 8 } as const;
 
 /** The `readable` side stops reading the socket once this many message bytes wait. */
 const READABLE_HIGH_WATER = 1024 * 1024;
@@ -271,13 +272,16 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
   #subprotocol = "";
   #extensions = "";
   #compressed = false;
-  // Raw head bytes until first asked for: a Headers object costs ~1 KiB per idle connection.
-  #headers: Headers | Uint8Array | null = null;
+  // The request head as text until first asked for: a Headers object costs ~1 KiB per idle connection.
+  #headers: Headers | string | null = null;
   #handlers: WebSocketHandlers<unknown> | undefined;
-  #messageListeners = 0;
+  /**
+   * Event types that ever had a listener (`LISTENED` bits): events nobody
+   * listens to (no listener, no `on*` handler) are not even created.
+   */
+  #listened = 0;
   /** What the driver was last told about delivering views (see `#deliver`). */
   #views = false;
-  #errorListeners = 0;
   /** Guarded wrappers of event listeners, so removeEventListener finds them. */
   #wrapped: WeakMap<object, Map<string, EventListener>> | null = null;
   #reporting = false;
@@ -289,20 +293,24 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
   #readableController: ReadableStreamDefaultController<Message> | null = null;
   #writable: WritableStream<SendData> | null = null;
 
-  #closed: Promise<CloseInfo>;
-  #resolveClosed!: (info: CloseInfo) => void;
+  /** Made on first use of `closed` (most connections never ask). */
+  #closed: Promise<CloseInfo> | null = null;
+  #resolveClosed: ((info: CloseInfo) => void) | null = null;
+  #closeInfo: CloseInfo | null = null;
   /** The URL's origin for `message` events, worked out on first use. */
   #origin: string | null = null;
 
-  /** @internal Connections are made by `serve()` and `connect()`. */
-  constructor(init: ConnectionInit<Data>) {
+  /**
+   * @internal Connections are made by `serve()` and `connect()`. `init` may
+   * be shared by many connections (a server's are): it is never changed.
+   */
+  constructor(init: ConnectionInit<Data>, url: string, data: Data) {
     super();
     this.#init = init as ConnectionInit<unknown>;
-    this.url = init.url;
-    this.data = init.data;
+    this.url = url;
+    this.data = data;
     this.binaryType = init.binaryType;
     this.#handlers = init.handlers as WebSocketHandlers<unknown> | undefined;
-    this.#closed = new Promise((resolve) => (this.#resolveClosed = resolve));
   }
 
   /** The negotiated subprotocol, or `""`. */
@@ -322,7 +330,7 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
   get handshakeHeaders(): Headers {
     const headers = this.#headers;
     if (headers === null) return (this.#headers = new Headers());
-    if (headers instanceof Uint8Array) return (this.#headers = parseRequestHead(headers).headers);
+    if (typeof headers === "string") return (this.#headers = parseRequestHead(headers).headers);
     return headers;
   }
 
@@ -352,6 +360,12 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
 
   /** Resolves once the connection is closed, with the close code and reason. Never rejects. */
   get closed(): Promise<CloseInfo> {
+    if (this.#closed === null) {
+      const info = this.#closeInfo;
+      this.#closed = info !== null
+        ? Promise.resolve(info)
+        : new Promise((resolve) => (this.#resolveClosed = resolve));
+    }
     return this.#closed;
   }
 
@@ -648,10 +662,8 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
   ): void {
     if (listenerOrNull === null) return super.addEventListener(type, null, options);
     const listener = listenerOrNull as EventListenerOrEventListenerObject;
-    // Over-counting (a listener added twice, or removed later) only costs an
-    // unneeded event object; never under-count.
-    if (type === "message") this.#messageListeners++;
-    else if (type === "error") this.#errorListeners++;
+    // Never cleared (a listener removed later only costs an unneeded event object).
+    this.#listened |= LISTENED[type as keyof typeof LISTENED] ?? 0;
     super.addEventListener(type, this.#guardedListener(type, listener, options), options);
   }
 
@@ -753,8 +765,10 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
           this.#reportElsewhere(toError(err), "the error callback");
         }
       }
-      if (this.#errorListeners > 0 || this.onerror !== null) heard = true;
-      this.dispatchEvent(new ErrorEvent("error", { error, message: error.message }));
+      if ((this.#listened & LISTENED.error) !== 0 || this.onerror !== null) {
+        heard = true;
+        this.dispatchEvent(new ErrorEvent("error", { error, message: error.message }));
+      }
     } finally {
       this.#reporting = false;
     }
@@ -810,7 +824,9 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
     if (driver.state === ReadyState.OPEN) {
       const open = this.#handlers?.open;
       if (open !== undefined) this.#callUser("the open callback", () => open(this));
-      this.dispatchEvent(new Event("open"));
+      if ((this.#listened & LISTENED.open) !== 0 || this.onopen !== null) {
+        this.dispatchEvent(new Event("open"));
+      }
     }
     driver.start(initial);
   }
@@ -826,7 +842,7 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
     // Large binary messages come as views (no copy) unless an event listener
     // wants them as whole ArrayBuffers; this applies from the next message.
     const views = this.binaryType !== "arraybuffer" ||
-      (this.#messageListeners === 0 && this.onmessage === null);
+      ((this.#listened & LISTENED.message) === 0 && this.onmessage === null);
     if (views !== this.#views) {
       this.#views = views;
       if (this.#driver !== null) this.#driver.deliverViews = views;
@@ -858,7 +874,7 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
         });
       }
     }
-    if (this.#messageListeners > 0 || this.onmessage !== null) {
+    if ((this.#listened & LISTENED.message) !== 0 || this.onmessage !== null) {
       let data: string | ArrayBuffer | Blob;
       if (typeof message === "string") data = message;
       else if (this.binaryType === "arraybuffer") data = exactBuffer(message);
@@ -910,18 +926,22 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
   /** The close, told every way: `closed`, `readable`, the callback, the event, the server. */
   #announceClose(info: CloseInfo): void {
     this.#endReadable();
-    this.#resolveClosed(info);
+    this.#closeInfo = info;
+    this.#resolveClosed?.(info);
+    this.#resolveClosed = null;
     const onClose = this.#handlers?.close;
     if (onClose !== undefined) {
       this.#callUser("the close callback", () => onClose(this, info.closeCode, info.reason));
     }
-    this.dispatchEvent(
-      new CloseEvent("close", {
-        code: info.closeCode,
-        reason: info.reason,
-        wasClean: info.wasClean,
-      }),
-    );
+    if ((this.#listened & LISTENED.close) !== 0 || this.onclose !== null) {
+      this.dispatchEvent(
+        new CloseEvent("close", {
+          code: info.closeCode,
+          reason: info.reason,
+          wasClean: info.wasClean,
+        }),
+      );
+    }
     this.#init.onFinish?.(this);
   }
 }

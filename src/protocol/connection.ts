@@ -156,7 +156,8 @@ export class WebSocketProtocol {
   #allocate: (size: number) => Uint8Array;
   #copyLimit: number;
   #state: ReadyState = ReadyState.OPEN;
-  #out: Uint8Array[] = [];
+  /** Output chunks in order (made when the first is queued: idle connections hold none). */
+  #out: Uint8Array[] | null = null;
   /**
    * Small frames are written back to back into this buffer, so a burst of
    * sends becomes one chunk with no per-frame buffer and no copy to join
@@ -323,7 +324,7 @@ export class WebSocketProtocol {
   sendRaw(frame: Uint8Array): boolean {
     if (this.#state !== ReadyState.OPEN) return false;
     this.#sealArena();
-    this.#out.push(frame);
+    (this.#out ??= []).push(frame);
     this.#outBytes += frame.length;
     return true;
   }
@@ -379,8 +380,8 @@ export class WebSocketProtocol {
   /** Takes every queued output chunk, in order. */
   takeOutput(): Uint8Array[] {
     this.#sealArena();
-    const out = this.#out;
-    this.#out = [];
+    const out = this.#out ?? [];
+    this.#out = null;
     this.#outBytes = 0;
     return out;
   }
@@ -432,7 +433,7 @@ export class WebSocketProtocol {
       this.#sealArena();
       const frame = new Uint8Array(payload.buffer, payload.byteOffset - headerSize, size);
       writeFrameHeader(frame, 0, opcode, length, true, rsv1, null);
-      this.#out.push(frame);
+      (this.#out ??= []).push(frame);
       return;
     }
     if (mask === null && !copy) {
@@ -441,7 +442,7 @@ export class WebSocketProtocol {
       const at = this.#reserve(headerSize);
       writeFrameHeader(this.#arena!, at, opcode, length, true, rsv1, null);
       this.#sealArena();
-      this.#out.push(payload);
+      (this.#out ??= []).push(payload);
       return;
     }
     let frame: Uint8Array;
@@ -453,7 +454,7 @@ export class WebSocketProtocol {
       this.#sealArena();
       frame = this.#allocate(size);
       at = 0;
-      this.#out.push(frame);
+      (this.#out ??= []).push(frame);
     }
     writeFrameHeader(frame, at, opcode, length, true, rsv1, mask);
     if (length > 0) {
@@ -478,7 +479,7 @@ export class WebSocketProtocol {
   /** Moves the arena's newest frames onto the output queue, as one chunk. */
   #sealArena(): void {
     if (this.#arenaEnd > this.#arenaStart) {
-      this.#out.push(this.#arena!.subarray(this.#arenaStart, this.#arenaEnd));
+      (this.#out ??= []).push(this.#arena!.subarray(this.#arenaStart, this.#arenaEnd));
       this.#arenaStart = this.#arenaEnd;
     }
   }

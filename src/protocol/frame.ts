@@ -192,7 +192,8 @@ export class FrameParser {
   #head: Uint8Array | null = null;
   #headLength = 0;
   #maskKey: Uint8Array | null = null;
-  #header: FrameHeader = { fin: false, rsv1: false, opcode: 0, mask: null, length: 0 };
+  /** Reused for every frame; made with the first one. */
+  #header: FrameHeader | null = null;
   #inPayload = false;
   #remaining = 0;
   #offset = 0;
@@ -359,7 +360,7 @@ export class FrameParser {
         `Frame of ${length} bytes is over the limit of ${this.#maxFrameSize} bytes`,
       );
     }
-    const header = this.#header;
+    const header = this.#header ??= { fin: false, rsv1: false, opcode: 0, mask: null, length: 0 };
     header.fin = (b0 & 0x80) !== 0;
     header.rsv1 = (b0 & 0x40) !== 0;
     header.opcode = b0 & 0x0f;

@@ -158,8 +158,12 @@ function isSpaceOrTab(code: number): boolean {
   return code === 0x20 || code === 0x09;
 }
 
-function parseLines(head: Uint8Array, status: number): { start: string; headers: Headers } {
-  const text = latin1(head);
+/** A request or response head's bytes as text, one character per byte (ISO-8859-1). */
+export function headText(head: Uint8Array): string {
+  return latin1(head);
+}
+
+function parseLines(text: string, status: number): { start: string; headers: Headers } {
   const lines = text.split("\r\n");
   // The head ends with CRLF CRLF, which leaves two empty strings.
   lines.length -= 2;
@@ -190,9 +194,12 @@ function parseLines(head: Uint8Array, status: number): { start: string; headers:
   return { start, headers };
 }
 
-/** Parses a request head. Throws a 400 {@linkcode HandshakeError} if malformed. */
-export function parseRequestHead(head: Uint8Array): RequestHead {
-  const { start, headers } = parseLines(head, 400);
+/**
+ * Parses a request head (its bytes, or their {@linkcode headText}). Throws a
+ * 400 {@linkcode HandshakeError} if malformed.
+ */
+export function parseRequestHead(head: Uint8Array | string): RequestHead {
+  const { start, headers } = parseLines(typeof head === "string" ? head : latin1(head), 400);
   const match = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+) (\S+) HTTP\/(\d)\.(\d)$/.exec(start);
   if (match === null) {
     throw new HandshakeError(400, `Malformed request line: ${JSON.stringify(start.slice(0, 64))}`);
@@ -210,7 +217,7 @@ export function parseRequestHead(head: Uint8Array): RequestHead {
  * if it is not HTTP.
  */
 export function parseResponseHead(head: Uint8Array): ResponseHead {
-  const { start, headers } = parseLines(head, 0);
+  const { start, headers } = parseLines(latin1(head), 0);
   const match = /^HTTP\/\d\.\d (\d{3})(?: (.*))?$/.exec(start);
   if (match === null) {
     throw new HandshakeError(0, `Malformed status line: ${JSON.stringify(start.slice(0, 64))}`);

@@ -153,7 +153,8 @@ export class MessageAssembler implements FrameHandler {
   #inflate: InflateFunction | undefined;
   #allocate: (size: number) => Uint8Array;
   #frameRoom: boolean;
-  #utf8 = new Utf8Validator();
+  /** Made with the first uncompressed text message (idle connections never need one). */
+  #utf8: Utf8Validator | null = null;
   #views = false;
   #ownedInput = false;
 
@@ -291,7 +292,7 @@ export class MessageAssembler implements FrameHandler {
       this.#fragments = 1;
       this.#singleFrame = header.fin;
       this.#checkText = kind === Kind.Text && !header.rsv1;
-      if (this.#checkText) this.#utf8.reset();
+      if (this.#checkText) (this.#utf8 ??= new Utf8Validator()).reset();
     }
     this.#size += length;
     if (this.#size > this.#maxMessageSize) throw this.#tooBig();
@@ -327,7 +328,7 @@ export class MessageAssembler implements FrameHandler {
           // new buffer first, then unmask the copy.
           buf = this.#frameBuf = chunk.slice(start, end);
           if (this.#mask !== null) applyMask(buf, this.#mask, 0);
-          if (this.#frameText && !this.#utf8.push(buf, 0, n)) throw textError();
+          if (this.#frameText && !this.#utf8!.push(buf, 0, n)) throw textError();
           return;
         }
         buf = this.#frameBuf = this.#frameView && this.#frameRoom
@@ -347,7 +348,7 @@ export class MessageAssembler implements FrameHandler {
     } else {
       unmaskInto(chunk.subarray(start, end), buf, at, mask, offset);
     }
-    if (this.#frameText && !this.#utf8.push(buf, at, at + n)) throw textError();
+    if (this.#frameText && !this.#utf8!.push(buf, at, at + n)) throw textError();
   }
 
   framePayloadTarget(offset: number, remaining: number): Uint8Array | null {
@@ -361,7 +362,7 @@ export class MessageAssembler implements FrameHandler {
   framePayloadInPlace(offset: number, n: number): void {
     const buf = this.#frameBuf!;
     if (this.#mask !== null) applyMask(buf.subarray(offset, offset + n), this.#mask, offset);
-    if (this.#frameText && !this.#utf8.push(buf, offset, offset + n)) throw textError();
+    if (this.#frameText && !this.#utf8!.push(buf, offset, offset + n)) throw textError();
   }
 
   frameEnd(): void {
@@ -515,7 +516,7 @@ export class MessageAssembler implements FrameHandler {
       this.#text = "";
       return this.#handler.text(text);
     }
-    if (!this.#utf8.complete) {
+    if (!this.#utf8!.complete) {
       throw invalidDataError("INVALID_UTF8", "Text message ends inside a UTF-8 sequence");
     }
     this.#handler.text(decodeText(this.#takeBytes()));

@@ -19,7 +19,7 @@
 
 import { createHash } from "node:crypto";
 import { HandshakeError } from "./errors.ts";
-import { HeadReader, parseRequestHead, type RequestHead } from "./http.ts";
+import { HeadReader, headText, parseRequestHead, type RequestHead } from "./http.ts";
 import {
   buildErrorResponse,
   buildUpgradeResponse,
@@ -62,6 +62,8 @@ export interface ParsedUpgrade extends UpgradeRequest {
   headers: Headers;
   /** The request head's bytes, up to and including the blank line. */
   head: Uint8Array;
+  /** The same head as text, one character per byte (cheaper to keep than the bytes). */
+  headText: string;
   /** Bytes received after the head (the client's first frames), owned by the caller. */
   rest: Uint8Array;
 }
@@ -203,7 +205,8 @@ export class ServerHandshake {
       const result = reader.push(chunk);
       if (result === null) return null;
       this.#reader = null;
-      const head = parseRequestHead(result.head);
+      const text = headText(result.head);
+      const head = parseRequestHead(text);
       if (!isUpgradeAttempt(head.headers.get("upgrade"))) {
         if (this.#plainRequests) {
           this.#decided = true;
@@ -220,7 +223,13 @@ export class ServerHandshake {
       if (allowed !== undefined && upgrade.origin !== null && !allowed.includes(upgrade.origin)) {
         throw new HandshakeError(403, `Origin ${upgrade.origin} is not allowed`);
       }
-      this.#request = { ...upgrade, headers: head.headers, head: result.head, rest: result.rest };
+      this.#request = {
+        ...upgrade,
+        headers: head.headers,
+        head: result.head,
+        headText: text,
+        rest: result.rest,
+      };
       return { kind: "upgrade", request: this.#request };
     } catch (error) {
       if (!(error instanceof HandshakeError)) throw error;

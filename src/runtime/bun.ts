@@ -95,6 +95,10 @@ interface PendingWrite {
   reject: (error: Error) => void;
 }
 
+/** The empty queues every transport starts with (never pushed to: an idle connection has no arrays of its own). */
+const NO_CHUNKS: Uint8Array[] = [];
+const NO_WRITES: PendingWrite[] = [];
+
 /**
  * Called once a transport is usable (after `open`, or after the TLS
  * handshake), or with an error when a TLS handshake failed.
@@ -197,7 +201,8 @@ class BunTransport implements Transport {
   }
   #localAddr: NetAddress | undefined;
   #socket: BunSocket;
-  #chunks: Uint8Array[] = [];
+  /** Chunks not yet taken (`NO_CHUNKS`, shared and always empty, until the first is queued). */
+  #chunks: Uint8Array[] = NO_CHUNKS;
   #queued = 0;
   #paused = false;
   /** The peer ended its side, or the socket closed. */
@@ -205,7 +210,8 @@ class BunTransport implements Transport {
   #error: Error | undefined;
   #closed = false;
   #waiter: PromiseWithResolvers<Uint8Array | null> | undefined;
-  #writes: PendingWrite[] = [];
+  /** Writes waiting for `drain` (`NO_WRITES`, shared and always empty, until one waits). */
+  #writes: PendingWrite[] = NO_WRITES;
   #buffered = 0;
   /** Set while a client's TLS handshake is in progress. */
   #onReady: ReadyCallback | undefined;
@@ -269,6 +275,7 @@ class BunTransport implements Transport {
         this.#deliver(consumer, chunk);
         return;
       }
+      if (this.#chunks === NO_CHUNKS) this.#chunks = [];
       this.#chunks.push(chunk);
       this.#queued += chunk.byteLength;
       return;
@@ -281,6 +288,7 @@ class BunTransport implements Transport {
       return;
     }
     // Bun hands out a fresh buffer per callback, so queueing it is safe.
+    if (this.#chunks === NO_CHUNKS) this.#chunks = [];
     this.#chunks.push(chunk);
     this.#queued += chunk.byteLength;
     if (!this.#paused && this.#queued > READ_HIGH_WATER_MARK) {
@@ -351,7 +359,9 @@ class BunTransport implements Transport {
   }
 
   #onClose(error?: Error): void {
-    this.#ready(new Error("Connection closed during the TLS handshake.", { cause: error }));
+    if (this.#onReady !== undefined) {
+      this.#ready(new Error("Connection closed during the TLS handshake.", { cause: error }));
+    }
     if (error !== undefined) this.#error ??= error;
     this.#eof = true;
     this.#failWrites(error ?? closedError());
@@ -368,6 +378,7 @@ class BunTransport implements Transport {
       if (offset < 0) throw closedError();
     }
     const { promise, resolve, reject } = Promise.withResolvers<void>();
+    if (this.#writes === NO_WRITES) this.#writes = [];
     this.#writes.push({ data, offset, resolve, reject });
     this.#buffered += data.byteLength - offset;
     return promise;
@@ -397,7 +408,7 @@ class BunTransport implements Transport {
   #failWrites(error: Error): void {
     const writes = this.#writes;
     if (writes.length === 0) return;
-    this.#writes = [];
+    this.#writes = NO_WRITES;
     this.#buffered = 0;
     for (const pending of writes) pending.reject(error);
   }
@@ -415,7 +426,7 @@ class BunTransport implements Transport {
     if (this.#closed) return;
     this.#closed = true;
     this.#consumer = undefined;
-    this.#chunks = [];
+    this.#chunks = NO_CHUNKS;
     this.#queued = 0;
     this.#failWrites(closedError());
     this.#settleWaiter();
