@@ -110,7 +110,7 @@ const DISCARD_LIMIT = 256 * 1024;
 const DRAIN_MARK = 64 * 1024;
 /**
  * The rest of a payload in progress is read straight into the message's
- * buffer (transports with `readInto`) when at least this much is to come:
+ * buffer (transports that ask `ChunkConsumer.target()`) when at least this much is to come:
  * below it, one read into the transport's buffer takes in the rest and
  * what follows for about the same copy.
  */
@@ -185,23 +185,14 @@ function coalesceRuns(chunks: Uint8Array[]): Uint8Array[] {
   return out;
 }
 
-/** What the read loop feeds: chunks, or bytes it read where `target()` said. */
-interface Reader extends ChunkConsumer {
-  /** Where to read the next bytes directly, or `null` for a plain `read()`. */
-  target(): Uint8Array | null;
-  /** `n` bytes were read into the last `target()`. Returns whether to keep reading. */
-  dataInPlace(n: number): boolean;
-}
-
 /**
  * Reads `transport` and hands each chunk to `consumer`, pausing while
  * `consumer.data()` returns `false`. Push transports (Bun) do this in their
  * own data callback (`null` is returned: `resumeConsumer()` restarts them);
  * pull transports (Deno, streams) get a read loop here, and the function
- * that restarts it after a pause. Transports with `readInto` read the rest
- * of a large payload straight into the message's buffer.
+ * that restarts it after a pause.
  */
-function startReading(transport: Transport, consumer: Reader): (() => void) | null {
+function startReading(transport: Transport, consumer: ChunkConsumer): (() => void) | null {
   if (transport.setConsumer !== undefined) {
     transport.setConsumer(consumer);
     return null;
@@ -212,23 +203,6 @@ function startReading(transport: Transport, consumer: Reader): (() => void) | nu
     for (;;) {
       if (paused) {
         await new Promise<void>((resolve) => (wake = resolve));
-        continue;
-      }
-      const target = transport.readInto === undefined ? null : consumer.target();
-      if (target !== null) {
-        // The rest of a large payload: straight into the message's buffer.
-        let n: number | null;
-        try {
-          n = await transport.readInto!(target);
-        } catch (err) {
-          consumer.end(toError(err));
-          return;
-        }
-        if (n === null) {
-          consumer.end(null);
-          return;
-        }
-        if (!consumer.dataInPlace(n)) paused = true;
         continue;
       }
       let chunk: Uint8Array | null;
@@ -261,7 +235,7 @@ export class ConnectionDriver {
    * back into the driver: one small object per connection rather than a
    * closure per callback (idle connections are mostly such objects).
    */
-  static #Callbacks = class implements ProtocolHandler, Reader, Ticking {
+  static #Callbacks = class implements ProtocolHandler, ChunkConsumer, Ticking {
     readonly #driver: ConnectionDriver;
 
     constructor(driver: ConnectionDriver) {
@@ -367,7 +341,7 @@ export class ConnectionDriver {
     this.#codec = codec;
     this.#options = options;
     this.#events = events;
-    this.#ownedInput = transport.setConsumer !== undefined;
+    this.#ownedInput = transport.setConsumer !== undefined && transport.lendsChunks !== true;
     this.#protocol = new WebSocketProtocol(
       {
         role: options.role,

@@ -21,6 +21,7 @@
 import type { Server as NetServer, Socket as NetSocket } from "node:net";
 import type { SecureContext, TLSSocket } from "node:tls";
 import type {
+  ChunkConsumer,
   ConnectOptions,
   Listener,
   ListenOptions,
@@ -100,6 +101,15 @@ class DenoTransport implements Transport {
   /** Writes accepted and not yet settled; 0 means a new write can start at once. */
   #pendingWrites = 0;
   #lastWrite: Promise<void> = Promise.resolve();
+  /** Push mode: where chunks go (see `setConsumer`). */
+  #consumer: ChunkConsumer | undefined;
+  /** Push mode: a read is pending. */
+  #pumping = false;
+  /** Push mode: the pending read goes into the consumer's target, not the read buffer. */
+  #direct = false;
+  /** Push mode: read callbacks, made once (not two closures per read). */
+  #onRead: ((n: number | null) => void) | undefined;
+  #onReadError: ((error: unknown) => void) | undefined;
 
   constructor(conn: Deno.Conn) {
     this.#conn = conn;
@@ -130,12 +140,53 @@ class DenoTransport implements Transport {
     });
   }
 
-  readInto(target: Uint8Array): Promise<number | null> {
-    if (this.#closed) return Promise.resolve(null);
-    return this.#conn.read(target).then((n) => n, (error) => {
-      if (this.#closed || isClosedError(error)) return null;
-      throw detached(error);
-    });
+  /** Chunks pushed to the consumer are this transport's read buffer: valid during `data()` only. */
+  get lendsChunks(): boolean {
+    return true;
+  }
+
+  /**
+   * Push mode: one read at a time straight into `consumer.data()` (or into
+   * `consumer.target()`), with no read loop suspended in between: an idle
+   * connection holds one pending read op and its two callbacks, and a busy
+   * one saves a promise hop per chunk.
+   */
+  setConsumer(consumer: ChunkConsumer): void {
+    this.#consumer = consumer;
+    this.#onRead ??= (n) => this.#pushed(n);
+    this.#onReadError ??= (error) => this.#pushFailed(error);
+    this.resumeConsumer();
+  }
+
+  resumeConsumer(): void {
+    if (this.#consumer === undefined || this.#closed || this.#pumping) return;
+    this.#pumping = true;
+    const target = this.#consumer.target?.() ?? null;
+    this.#direct = target !== null;
+    this.#conn.read(target ?? this.#buf).then(this.#onRead, this.#onReadError);
+  }
+
+  #pushed(n: number | null): void {
+    this.#pumping = false;
+    // Closed by its owner: the consumer expects nothing more.
+    if (this.#closed) return;
+    const consumer = this.#consumer!;
+    if (n === null) return consumer.end(null);
+    let more: boolean;
+    if (this.#direct) {
+      more = consumer.dataInPlace!(n);
+    } else {
+      const buf = this.#buf;
+      this.#resize(buf.length, n);
+      more = consumer.data(buf.subarray(0, n));
+    }
+    if (more) this.resumeConsumer();
+  }
+
+  #pushFailed(error: unknown): void {
+    this.#pumping = false;
+    if (this.#closed) return;
+    this.#consumer!.end(isClosedError(error) ? null : detached(error));
   }
 
   /** Grows on full reads; shrinks once reads have stayed small for a while. */

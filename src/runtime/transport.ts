@@ -38,13 +38,6 @@ export interface Transport {
    */
   read(): Promise<Uint8Array | null>;
   /**
-   * Optional, for pull transports: reads the next bytes into `target` (at
-   * most its length) instead of into the transport's own buffer, so a large
-   * payload lands where it will stay with no copy. Resolves the byte count,
-   * or `null` at end of stream; same rules as `read()` otherwise.
-   */
-  readInto?(target: Uint8Array): Promise<number | null>;
-  /**
    * Writes all of `data`. Returns `undefined` when the bytes were handed to the
    * kernel synchronously, or a promise that settles once they were (the caller
    * must not mutate `data` before then). Rejects (or throws) if the socket is
@@ -71,6 +64,11 @@ export interface Transport {
   setConsumer?(consumer: ChunkConsumer): void;
   /** Restarts delivery after `consumer.data()` returned `false`. */
   resumeConsumer?(): void;
+  /**
+   * `true` when the chunks of the push path are lent, not given (Deno: the
+   * transport's read buffer, reused): valid only during `consumer.data()`.
+   */
+  readonly lendsChunks?: boolean;
   /**
    * `true` while a server-side TLS handshake is still under way (server
    * transports are handed out at TCP accept, so that the server's handshake
@@ -102,10 +100,20 @@ export interface Transport {
 /** Receives a transport's bytes in push mode ({@linkcode Transport.setConsumer}). */
 export interface ChunkConsumer {
   /**
-   * A chunk of bytes, owned by the consumer. Return `false` to stop the flow
-   * (the socket is paused) until `resumeConsumer()` is called.
+   * A chunk of bytes, owned by the consumer (unless the transport
+   * {@linkcode Transport.lendsChunks}). Return `false` to stop the flow (the
+   * socket is paused) until `resumeConsumer()` is called.
    */
   data(chunk: Uint8Array): boolean;
+  /**
+   * Optional: where the transport may read the next bytes directly (the
+   * rest of a large payload, in the buffer that keeps it), or `null`.
+   * Transports that read into a buffer of their choice (Deno) ask before
+   * each read; bytes read there are reported with `dataInPlace()`.
+   */
+  target?(): Uint8Array | null;
+  /** With `target()`: `n` bytes were read into the last target. Returns as `data()`. */
+  dataInPlace?(n: number): boolean;
   /**
    * End of stream (`null`) or a socket error. Not called after the consumer
    * closed the transport itself.

@@ -316,6 +316,76 @@ describe(`${runtime.name} transport`, () => {
     }
   });
 
+  test("push mode: chunks in order, pause and resume, targets, end once", {
+    timeout: 30000,
+  }, async () => {
+    const { client, server } = await connectedPair();
+    try {
+      assert.ok(server.setConsumer !== undefined, "every runtime transport has a push path");
+      const data = randomBytes(3 * MiB);
+      const got = new Uint8Array(data.length);
+      let at = 0;
+      let paused = 0;
+      let chunks = 0;
+      let directBytes = 0;
+      let ended: Error | null | undefined;
+      let target: Uint8Array | null = null;
+      let wake: (() => void) | null = null;
+      server.setConsumer!({
+        data(chunk) {
+          got.set(chunk, at); // copied at once: the chunk may be lent
+          at += chunk.length;
+          wake?.();
+          // Pause every third chunk; resumed from a timer.
+          if (++chunks % 3 === 0) {
+            paused++;
+            setTimeout(() => server.resumeConsumer!(), 1);
+            return false;
+          }
+          return true;
+        },
+        target() {
+          // Offer the rest of the buffer as a target from 1 MiB on.
+          target = at >= MiB && at < data.length ? got.subarray(at) : null;
+          return target;
+        },
+        dataInPlace(n) {
+          assert.ok(target !== null, "dataInPlace only after a target");
+          directBytes += n;
+          at += n;
+          wake?.();
+          return true;
+        },
+        end(error) {
+          assert.equal(ended, undefined, "end() is called once");
+          ended = error;
+          wake?.();
+        },
+      });
+      await send(client, data);
+      client.close();
+      await within(
+        (async () => {
+          while (ended === undefined) await new Promise<void>((resolve) => (wake = resolve));
+        })(),
+        20_000,
+        "all bytes, then the end",
+      );
+      assert.equal(ended, null);
+      assert.equal(at, data.length);
+      assert.ok(Buffer.from(got).equals(Buffer.from(data)), "byte-exact, in order");
+      assert.ok(paused > 0, "the flow was paused and resumed");
+      if (runtime.name === "deno") {
+        assert.ok(directBytes > MiB, `only ${directBytes} bytes were read into the target`);
+      }
+      // Closing it ourselves ends the flow without another end().
+      server.close();
+    } finally {
+      client.close();
+      server.close();
+    }
+  });
+
   test("the Deno read buffer grows for bulk data and shrinks back when idle", {
     skip: runtime.name !== "deno" && "Deno adapter only",
     timeout: 30000,
