@@ -72,9 +72,10 @@ export interface ProtocolOptions {
   /** The negotiated compression, if any. */
   codec?: MessageCodec | null;
   /**
-   * Makes buffers that are written in full before anyone reads them (large
-   * received payloads, large frames to send), so a runtime may hand out
-   * uninitialized memory. @default {(size) => new Uint8Array(size)}
+   * Makes buffers whose bytes are all written before anyone reads them
+   * (large received payloads, frames to send, the frame arena, of which only
+   * written bytes are ever taken), so a runtime may hand out uninitialized
+   * memory. @default {(size) => new Uint8Array(size)}
    */
   allocate?: (size: number) => Uint8Array;
   /**
@@ -468,7 +469,8 @@ export class WebSocketProtocol {
   #reserve(size: number): number {
     if (this.#arena === null || this.#arena.length - this.#arenaEnd < size) {
       this.#sealArena();
-      this.#arena = new Uint8Array(Math.max(ARENA_SIZE, size));
+      // Only bytes written are ever taken, so the arena need not be zeroed.
+      this.#arena = this.#allocate(Math.max(ARENA_SIZE, size));
       this.#arenaStart = this.#arenaEnd = 0;
     }
     const at = this.#arenaEnd;
