@@ -39,7 +39,15 @@ import {
   tickPeriod,
 } from "./keepalive.ts";
 
-/** A received message: text as `string`, binary as an exactly sized `Uint8Array`. */
+/**
+ * A received message: text as `string`, binary as a `Uint8Array` that the
+ * receiver owns. Large binary messages (8 KiB and up) given to callbacks
+ * and `readable` may be views into a larger buffer that nothing else uses
+ * (`byteOffset` not 0): they cost no copy, and a server sending one on
+ * (an echo, a relay) writes it with no copy either. Use `byteOffset` and
+ * `byteLength`, not `.buffer` alone; `message` events with `binaryType`
+ * `"arraybuffer"` always get exactly sized ArrayBuffers.
+ */
 export type Message = string | Uint8Array;
 
 /** The result of `WebSocketConnection.closed`. */

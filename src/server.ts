@@ -31,6 +31,7 @@ import {
 import { type PublishOptions, PubSub, type PubSubOptions, type ServerStats } from "./pubsub.ts";
 import { type FetchHandler, HttpConnection } from "./http_responder.ts";
 import { DEFAULT_MAX_BODY_SIZE } from "./protocol/http1.ts";
+import type { HeadFields } from "./protocol/http.ts";
 import { type Broker, type BrokerHealth, BrokerLink } from "./broker.ts";
 
 /** TLS material for {@linkcode serve}: PEM strings or PEM file paths. */
@@ -826,13 +827,7 @@ class WebSocketServer<Data> implements Server {
     remoteAddr: NetAddress,
   ): Promise<Decision<Data>> {
     const { protocols: supported, onUpgrade } = this.#config.options;
-    const info: UpgradeRequestInfo = {
-      url: request.url,
-      headers: request.headers,
-      remoteAddr,
-      protocols: request.protocols,
-      origin: request.origin,
-    };
+    const info = new UpgradeInfo(request, remoteAddr);
     try {
       let protocol = "";
       if (typeof supported === "function") {
@@ -914,6 +909,27 @@ class WebSocketServer<Data> implements Server {
       { transport, protocol, extensions, headers: request.headText, codec: decision.codec },
       request.rest,
     );
+  }
+}
+
+/** What the application's handshake hooks see; `headers` is built on first use. */
+class UpgradeInfo implements UpgradeRequestInfo {
+  readonly url: URL;
+  readonly remoteAddr: NetAddress;
+  readonly protocols: string[];
+  readonly origin: string | null;
+  readonly #fields: HeadFields;
+
+  constructor(request: ParsedUpgrade, remoteAddr: NetAddress) {
+    this.url = request.url;
+    this.remoteAddr = remoteAddr;
+    this.protocols = request.protocols;
+    this.origin = request.origin;
+    this.#fields = request.fields;
+  }
+
+  get headers(): Headers {
+    return this.#fields.toHeaders();
   }
 }
 

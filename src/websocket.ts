@@ -62,8 +62,10 @@ export interface WebSocketHandlers<Data = unknown> {
   /** The connection is open. */
   open?(ws: WebSocketConnection<Data>): void | Promise<void>;
   /**
-   * A message arrived. Returning a promise pauses reading this connection's
-   * socket until it settles (backpressure for slow consumers).
+   * A message arrived (binary as a `Uint8Array`, possibly a view into a
+   * larger buffer: see {@linkcode Message}). Returning a promise pauses
+   * reading this connection's socket until it settles (backpressure for
+   * slow consumers).
    */
   message?(ws: WebSocketConnection<Data>, data: Message): void | Promise<void>;
   /** The connection closed. */
@@ -193,14 +195,24 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
   static readonly CLOSING = 2;
   /** The connection is closed. */
   static readonly CLOSED = 3;
+  // The same constants on instances, from the prototype (four fields on
+  // every connection otherwise).
   /** The connection is being established. */
-  readonly CONNECTING = 0;
+  get CONNECTING(): 0 {
+    return 0;
+  }
   /** The connection is open. */
-  readonly OPEN = 1;
+  get OPEN(): 1 {
+    return 1;
+  }
   /** The closing handshake is in progress. */
-  readonly CLOSING = 2;
+  get CLOSING(): 2 {
+    return 2;
+  }
   /** The connection is closed. */
-  readonly CLOSED = 3;
+  get CLOSED(): 3 {
+    return 3;
+  }
 
   /** What the driver reports, routed into the faces (an object, not a closure per event). */
   static #DriverEvents = class implements DriverEvents {

@@ -67,7 +67,8 @@ export interface UpgradeRequest {
  * another protocol version, 400 for anything missing or malformed.
  */
 export function validateUpgradeRequest(request: RequestHead, secure: boolean): UpgradeRequest {
-  const { headers } = request;
+  // The parsed fields: a Headers object is built only if the application asks.
+  const headers = request.fields;
   const [major, minor] = request.version;
   // RFC 9110 §15.6.6: another major version is answered 505 before anything
   // else, since the rest of the head cannot be read as HTTP/1.x.

@@ -15,8 +15,60 @@ export interface RequestHead {
   target: string;
   /** The HTTP version as `[major, minor]`. */
   version: [number, number];
-  /** Header fields; repeated fields are joined with `, `. */
-  headers: Headers;
+  /** Header fields; repeated fields are joined with `, ` (built on first use). */
+  readonly headers: Headers;
+  /** The fields as parsed, read without building {@linkcode RequestHead.headers}. */
+  readonly fields: HeadFields;
+}
+
+/**
+ * A head's header fields as parsed (names lower-cased), for the few lookups
+ * an opening handshake makes: building a `Headers` object costs more than
+ * the rest of parsing, so it is built only when someone asks for one.
+ */
+export class HeadFields {
+  /** Name, value, name, value... */
+  readonly #list: string[];
+  #headers: Headers | null = null;
+
+  /** Wraps `[name, value, name, value, ...]` with lower-case names. */
+  constructor(list: string[]) {
+    this.#list = list;
+  }
+
+  /** The value of field `name` (lower case), repeated fields joined with `, `; `null` if absent. */
+  get(name: string): string | null {
+    const list = this.#list;
+    let value: string | null = null;
+    for (let i = 0; i < list.length; i += 2) {
+      if (list[i] !== name) continue;
+      value = value === null ? list[i + 1] : `${value}, ${list[i + 1]}`;
+    }
+    return value;
+  }
+
+  /** The fields as a `Headers` object (made once). */
+  toHeaders(): Headers {
+    if (this.#headers !== null) return this.#headers;
+    const headers = new Headers();
+    const list = this.#list;
+    for (let i = 0; i < list.length; i += 2) headers.append(list[i], list[i + 1]);
+    return (this.#headers = headers);
+  }
+}
+
+/** {@linkcode RequestHead} with `headers` built on first use (a class: one shape, no closures). */
+class ParsedRequestHead implements RequestHead {
+  constructor(
+    readonly method: string,
+    readonly target: string,
+    readonly version: [number, number],
+    readonly fields: HeadFields,
+  ) {}
+
+  get headers(): Headers {
+    return this.fields.toHeaders();
+  }
 }
 
 /** A parsed response head. */
@@ -163,12 +215,12 @@ export function headText(head: Uint8Array): string {
   return latin1(head);
 }
 
-function parseLines(text: string, status: number): { start: string; headers: Headers } {
+function parseLines(text: string, status: number): { start: string; fields: HeadFields } {
   const lines = text.split("\r\n");
   // The head ends with CRLF CRLF, which leaves two empty strings.
   lines.length -= 2;
   const start = lines[0];
-  const headers = new Headers();
+  const list: string[] = [];
   for (let i = 1; i < lines.length; i++) {
     const line = lines[i];
     const colon = line.indexOf(":");
@@ -189,9 +241,9 @@ function parseLines(text: string, status: number): { start: string; headers: Hea
     if (!FIELD_VALUE.test(value)) {
       throw new HandshakeError(status, `Invalid characters in header ${name}`);
     }
-    headers.append(name, value);
+    list.push(name.toLowerCase(), value);
   }
-  return { start, headers };
+  return { start, fields: new HeadFields(list) };
 }
 
 /**
@@ -199,17 +251,17 @@ function parseLines(text: string, status: number): { start: string; headers: Hea
  * 400 {@linkcode HandshakeError} if malformed.
  */
 export function parseRequestHead(head: Uint8Array | string): RequestHead {
-  const { start, headers } = parseLines(typeof head === "string" ? head : latin1(head), 400);
+  const { start, fields } = parseLines(typeof head === "string" ? head : latin1(head), 400);
   const match = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+) (\S+) HTTP\/(\d)\.(\d)$/.exec(start);
   if (match === null) {
     throw new HandshakeError(400, `Malformed request line: ${JSON.stringify(start.slice(0, 64))}`);
   }
-  return {
-    method: match[1],
-    target: match[2],
-    version: [Number(match[3]), Number(match[4])],
-    headers,
-  };
+  return new ParsedRequestHead(
+    match[1],
+    match[2],
+    [Number(match[3]), Number(match[4])],
+    fields,
+  );
 }
 
 /**
@@ -217,12 +269,12 @@ export function parseRequestHead(head: Uint8Array | string): RequestHead {
  * if it is not HTTP.
  */
 export function parseResponseHead(head: Uint8Array): ResponseHead {
-  const { start, headers } = parseLines(latin1(head), 0);
+  const { start, fields } = parseLines(latin1(head), 0);
   const match = /^HTTP\/\d\.\d (\d{3})(?: (.*))?$/.exec(start);
   if (match === null) {
     throw new HandshakeError(0, `Malformed status line: ${JSON.stringify(start.slice(0, 64))}`);
   }
-  return { status: Number(match[1]), statusText: match[2] ?? "", headers };
+  return { status: Number(match[1]), statusText: match[2] ?? "", headers: fields.toHeaders() };
 }
 
 /** Splits a comma-separated header value into trimmed, non-empty items. */

@@ -19,7 +19,13 @@
 
 import { createHash } from "node:crypto";
 import { HandshakeError } from "./errors.ts";
-import { HeadReader, headText, parseRequestHead, type RequestHead } from "./http.ts";
+import {
+  type HeadFields,
+  HeadReader,
+  headText,
+  parseRequestHead,
+  type RequestHead,
+} from "./http.ts";
 import {
   buildErrorResponse,
   buildUpgradeResponse,
@@ -58,8 +64,8 @@ export interface ServerHandshakeOptions {
 
 /** A valid upgrade request, with the head it came in and the bytes after it. */
 export interface ParsedUpgrade extends UpgradeRequest {
-  /** All request headers. */
-  headers: Headers;
+  /** The request's header fields (`fields.toHeaders()` builds a `Headers` object, once). */
+  fields: HeadFields;
   /** The request head's bytes, up to and including the blank line. */
   head: Uint8Array;
   /** The same head as text, one character per byte (cheaper to keep than the bytes). */
@@ -207,7 +213,7 @@ export class ServerHandshake {
       this.#reader = null;
       const text = headText(result.head);
       const head = parseRequestHead(text);
-      if (!isUpgradeAttempt(head.headers.get("upgrade"))) {
+      if (!isUpgradeAttempt(head.fields.get("upgrade"))) {
         if (this.#plainRequests) {
           this.#decided = true;
           return { kind: "request", head, rest: result.rest };
@@ -225,7 +231,7 @@ export class ServerHandshake {
       }
       this.#request = {
         ...upgrade,
-        headers: head.headers,
+        fields: head.fields,
         head: result.head,
         headText: text,
         rest: result.rest,

@@ -460,6 +460,8 @@ describe("WebSocket class", () => {
       [0, 1, 2, 3],
     );
     const ws = new WebSocket(server.url);
+    // On instances too, as in browsers.
+    assert.deepEqual([ws.CONNECTING, ws.OPEN, ws.CLOSING, ws.CLOSED], [0, 1, 2, 3]);
     const seen: [string, number][] = [["constructed", ws.readyState]];
     ws.onopen = () => seen.push(["open", ws.readyState]);
     const closed = nextEvent(ws, "close");
