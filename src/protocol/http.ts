@@ -203,8 +203,6 @@ function latin1(bytes: Uint8Array): string {
 const windows1252 = new TextDecoder("latin1");
 const ABOVE_LATIN1 = /[\u0100-\uffff]/;
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
-// Field values: visible ASCII, obs-text, spaces and tabs (RFC 9110 §5.5).
-const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
 
 function isSpaceOrTab(code: number): boolean {
   return code === 0x20 || code === 0x09;
@@ -215,33 +213,64 @@ export function headText(head: Uint8Array): string {
   return latin1(head);
 }
 
+/** Token characters (RFC 9110 §5.6.2), by char code. */
+const TOKEN_CHARS = new Uint8Array(128);
+for (const c of "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz") {
+  TOKEN_CHARS[c.charCodeAt(0)] = 1;
+}
+
+/** Whether `text[from..to)` is a non-empty token. */
+function isTokenRange(text: string, from: number, to: number): boolean {
+  if (from >= to) return false;
+  for (let i = from; i < to; i++) {
+    const c = text.charCodeAt(i);
+    if (c >= 128 || TOKEN_CHARS[c] === 0) return false;
+  }
+  return true;
+}
+
+/** Whether `text[from..to)` holds only field-value characters: tab, visible ASCII, obs-text. */
+function isFieldValueRange(text: string, from: number, to: number): boolean {
+  for (let i = from; i < to; i++) {
+    const c = text.charCodeAt(i);
+    if ((c < 0x20 && c !== 0x09) || c === 0x7f || c > 0xff) return false;
+  }
+  return true;
+}
+
+/**
+ * Splits a head (ending in CRLF CRLF) into its start line and fields,
+ * checking each field line. One pass by index, no regular expressions or
+ * per-line strings beyond the name and value kept (handshakes parse one
+ * head each, so this is on the connection-rate path).
+ */
 function parseLines(text: string, status: number): { start: string; fields: HeadFields } {
-  const lines = text.split("\r\n");
-  // The head ends with CRLF CRLF, which leaves two empty strings.
-  lines.length -= 2;
-  const start = lines[0];
+  // The head ends with CRLF CRLF: the last field line ends 4 characters before the end.
+  const end = text.length - 2;
+  let eol = text.indexOf("\r\n");
+  const start = text.slice(0, eol);
   const list: string[] = [];
-  for (let i = 1; i < lines.length; i++) {
-    const line = lines[i];
-    const colon = line.indexOf(":");
-    if (colon <= 0) {
+  for (let at = eol + 2; at < end; at = eol + 2) {
+    eol = text.indexOf("\r\n", at);
+    const colon = text.indexOf(":", at);
+    if (colon === -1 || colon >= eol || colon === at) {
       throw new HandshakeError(
         status,
-        `Malformed header line: ${JSON.stringify(line.slice(0, 64))}`,
+        `Malformed header line: ${JSON.stringify(text.slice(at, Math.min(eol, at + 64)))}`,
       );
     }
-    const name = line.slice(0, colon);
-    if (!TOKEN.test(name)) {
+    if (!isTokenRange(text, at, colon)) {
+      const name = text.slice(at, colon);
       throw new HandshakeError(status, `Invalid header name: ${JSON.stringify(name.slice(0, 64))}`);
     }
-    let value = line.slice(colon + 1);
-    if (isSpaceOrTab(value.charCodeAt(0)) || isSpaceOrTab(value.charCodeAt(value.length - 1))) {
-      value = value.replace(/^[ \t]+|[ \t]+$/g, "");
+    let from = colon + 1;
+    let to = eol;
+    while (from < to && isSpaceOrTab(text.charCodeAt(from))) from++;
+    while (to > from && isSpaceOrTab(text.charCodeAt(to - 1))) to--;
+    if (!isFieldValueRange(text, from, to)) {
+      throw new HandshakeError(status, `Invalid characters in header ${text.slice(at, colon)}`);
     }
-    if (!FIELD_VALUE.test(value)) {
-      throw new HandshakeError(status, `Invalid characters in header ${name}`);
-    }
-    list.push(name.toLowerCase(), value);
+    list.push(text.slice(at, colon).toLowerCase(), text.slice(from, to));
   }
   return { start, fields: new HeadFields(list) };
 }

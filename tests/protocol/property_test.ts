@@ -539,6 +539,65 @@ describe("property: HTTP head reader and request parser", () => {
 
 // ---------------------------------------------------------------------------
 
+/**
+ * The field rules written the plain way (split, regular expressions), to
+ * check the one-pass parser against: the same fields, or a 400 for the
+ * same heads.
+ */
+function referenceFields(text: string): [string, string][] | "400" {
+  const lines = text.split("\r\n").slice(1, -2);
+  const out: [string, string][] = [];
+  for (const line of lines) {
+    const colon = line.indexOf(":");
+    if (colon <= 0) return "400";
+    const name = line.slice(0, colon);
+    if (!/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(name)) return "400";
+    const value = line.slice(colon + 1).replace(/^[ \t]+|[ \t]+$/g, "");
+    if (!/^[\t\x20-\x7e\x80-\xff]*$/.test(value)) return "400";
+    out.push([name.toLowerCase(), value]);
+  }
+  return out;
+}
+
+describe("property: header field lines", () => {
+  const fieldChar = fc.constantFrom(
+    ...'aZ09-_!~:; \t\r\n\x00\x7f\x80\xff\u0100é"(),/',
+  );
+  const line = fc.string({ unit: fieldChar, maxLength: 24 });
+
+  test("the one-pass parser agrees with the plain rules on any field lines", () => {
+    fc.assert(
+      fc.property(fc.array(line, { maxLength: 6 }), (lines) => {
+        const text = ["GET / HTTP/1.1", ...lines].join("\r\n") + "\r\n\r\n";
+        const reference = referenceFields(text);
+        let expected: [string, string][] | "400" = "400";
+        if (reference !== "400") {
+          // As Headers lists them: names sorted, repeated ones joined with ", ".
+          const joined = new Map<string, string>();
+          for (const [name, value] of reference) {
+            joined.set(name, joined.has(name) ? `${joined.get(name)}, ${value}` : value);
+          }
+          expected = [...joined].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+        }
+        let got: [string, string][] | "400";
+        try {
+          const head = parseRequestHead(text);
+          got = [...head.headers];
+          for (const [name, value] of got) assert.equal(head.fields.get(name), value);
+        } catch (err) {
+          assert.ok(err instanceof HandshakeError, `not a HandshakeError: ${err}`);
+          assert.equal(err.status, 400);
+          got = "400";
+        }
+        assert.deepEqual(got, expected, JSON.stringify(text));
+      }),
+      settings(3000),
+    );
+  });
+});
+
+// ---------------------------------------------------------------------------
+
 describe("property: inflater", () => {
   const params = {
     serverNoContextTakeover: false,
