@@ -787,7 +787,7 @@ class WebSocketServer<Data> implements Server {
       this.#report(verdict.error, false);
       decision = { response: verdict.response };
     } else {
-      decision = await this.#decide(core, verdict.request, transport.remoteAddr);
+      decision = await this.#decide(core, verdict.request, transport);
       if (!("response" in decision) && (deadline.expired || this.#closing !== null)) {
         decision.codec?.close();
         decision = { response: core.reject(503, "Server is shutting down") };
@@ -824,10 +824,10 @@ class WebSocketServer<Data> implements Server {
   async #decide(
     core: ServerHandshake,
     request: ParsedUpgrade,
-    remoteAddr: NetAddress,
+    transport: Transport,
   ): Promise<Decision<Data>> {
     const { protocols: supported, onUpgrade } = this.#config.options;
-    const info = new UpgradeInfo(request, remoteAddr);
+    const info = new UpgradeInfo(request, transport);
     try {
       let protocol = "";
       if (typeof supported === "function") {
@@ -915,17 +915,21 @@ class WebSocketServer<Data> implements Server {
 /** What the application's handshake hooks see; `headers` is built on first use. */
 class UpgradeInfo implements UpgradeRequestInfo {
   readonly url: URL;
-  readonly remoteAddr: NetAddress;
   readonly protocols: string[];
   readonly origin: string | null;
   readonly #fields: HeadFields;
+  readonly #transport: Transport;
 
-  constructor(request: ParsedUpgrade, remoteAddr: NetAddress) {
+  constructor(request: ParsedUpgrade, transport: Transport) {
     this.url = request.url;
-    this.remoteAddr = remoteAddr;
     this.protocols = request.protocols;
     this.origin = request.origin;
     this.#fields = request.fields;
+    this.#transport = transport;
+  }
+
+  get remoteAddr(): NetAddress {
+    return this.#transport.remoteAddr;
   }
 
   get headers(): Headers {

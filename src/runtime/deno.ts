@@ -90,9 +90,9 @@ function isClosedError(error: unknown): boolean {
  * serialized writes.
  */
 class DenoTransport implements Transport {
-  readonly localAddr: NetAddress;
-  readonly remoteAddr: NetAddress;
   #conn: Deno.Conn;
+  #localAddr: NetAddress | undefined;
+  #remoteAddr: NetAddress | undefined;
   #buf = new Uint8Array(MIN_READ_BUFFER);
   #smallReads = 0;
   #largestSmallRead = 0;
@@ -113,8 +113,15 @@ class DenoTransport implements Transport {
 
   constructor(conn: Deno.Conn) {
     this.#conn = conn;
-    this.localAddr = toNetAddress(conn.localAddr);
-    this.remoteAddr = toNetAddress(conn.remoteAddr);
+  }
+
+  /** Made on first use (Deno keeps the addresses, closed or not): most are never asked for. */
+  get localAddr(): NetAddress {
+    return this.#localAddr ??= toNetAddress(this.#conn.localAddr);
+  }
+
+  get remoteAddr(): NetAddress {
+    return this.#remoteAddr ??= toNetAddress(this.#conn.remoteAddr);
   }
 
   get bufferedAmount(): number {
