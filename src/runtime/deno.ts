@@ -178,14 +178,26 @@ class DenoTransport implements Transport {
     // Closed by its owner: the consumer expects nothing more.
     if (this.#closed) return;
     const consumer = this.#consumer!;
-    if (n === null) return consumer.end(null);
     let more: boolean;
-    if (this.#direct) {
-      more = consumer.dataInPlace!(n);
-    } else {
-      const buf = this.#buf;
-      this.#resize(buf.length, n);
-      more = consumer.data(buf.subarray(0, n));
+    try {
+      if (n === null) return consumer.end(null);
+      if (this.#direct) {
+        more = consumer.dataInPlace!(n);
+      } else {
+        const buf = this.#buf;
+        this.#resize(buf.length, n);
+        more = consumer.data(buf.subarray(0, n));
+      }
+    } catch (error) {
+      // A consumer bug must not become an unhandled rejection (a crash on
+      // Deno): it fails this connection, not the process.
+      try {
+        consumer.end(error instanceof Error ? error : new Error(String(error)));
+      } catch (again) {
+        this.close();
+        console.error("Sluice: a connection's reader failed:", again);
+      }
+      return;
     }
     if (more) this.resumeConsumer();
   }

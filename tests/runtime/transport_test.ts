@@ -386,6 +386,43 @@ describe(`${runtime.name} transport`, () => {
     }
   });
 
+  test("push mode: a consumer that throws fails that connection, not the process", async () => {
+    const { client, server } = await connectedPair();
+    const unhandled: unknown[] = [];
+    const onUnhandled = (event: PromiseRejectionEvent) => {
+      event.preventDefault();
+      unhandled.push(event.reason);
+    };
+    globalThis.addEventListener("unhandledrejection", onUnhandled);
+    try {
+      let ended: Error | null | undefined;
+      const bug = new Error("consumer bug");
+      const done = new Promise<void>((resolve) => {
+        server.setConsumer!({
+          data() {
+            throw bug;
+          },
+          end(error) {
+            ended = error;
+            server.close();
+            resolve();
+          },
+        });
+      });
+      await send(client, text("boom"));
+      await within(done, 5000, "end() after the throw");
+      assert.equal(ended, bug);
+      // The peer sees the connection end.
+      assert.equal(await within(client.read(), 5000, "peer read"), null);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      assert.deepEqual(unhandled, []);
+    } finally {
+      globalThis.removeEventListener("unhandledrejection", onUnhandled);
+      client.close();
+      server.close();
+    }
+  });
+
   test("the Deno read buffer grows for bulk data and shrinks back when idle", {
     skip: runtime.name !== "deno" && "Deno adapter only",
     timeout: 30000,
