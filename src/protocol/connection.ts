@@ -88,6 +88,12 @@ export interface ProtocolOptions {
    * that the runtime adapter may raise. @default {16384}
    */
   copyLimit?: number;
+  /**
+   * Cut small binary messages from a shared per-connection buffer while
+   * {@linkcode WebSocketProtocol.deliverViews} is set (see
+   * `MessageAssemblerOptions.slab`). @default {false}
+   */
+  slabSmallMessages?: boolean;
 }
 
 const encoder = new TextEncoder();
@@ -186,6 +192,7 @@ export class WebSocketProtocol {
       inflate: this.#codec?.decompress,
       allocate: options.allocate,
       frameRoom: options.role === "server",
+      slab: options.slabSmallMessages,
     });
     this.#parser = new FrameParser(this.#assembler, {
       role: options.role,
@@ -241,6 +248,11 @@ export class WebSocketProtocol {
    */
   set deliverViews(value: boolean) {
     this.#assembler.deliverViews = value;
+  }
+
+  /** Lets go of buffers kept for reuse; call it when the connection has gone quiet. */
+  releaseIdleMemory(): void {
+    this.#assembler.releaseSlab();
   }
 
   /**

@@ -71,6 +71,15 @@ export interface MessageAssemblerOptions {
    * on writes one buffer. Only useful to servers. @default {false}
    */
   frameRoom?: boolean;
+  /**
+   * Deliver small single-frame binary messages (while views are allowed) as
+   * views into a buffer shared with this connection's other recent small
+   * messages, for runtimes where allocating a buffer costs far more than a
+   * view (Deno's V8: ~250 ns against ~10 ns). Let go of it with
+   * {@linkcode MessageAssembler.releaseSlab} when the connection is idle.
+   * @default {false}
+   */
+  slab?: boolean;
 }
 
 function zeroed(size: number): Uint8Array {
@@ -116,6 +125,11 @@ const SMALL_PIECE = 16;
  */
 const VIEW_MIN = 8 * 1024;
 
+/** Size of the shared buffer small messages are cut from (see `MessageAssemblerOptions.slab`). */
+const SLAB_SIZE = 4096;
+/** Largest message cut from the slab. */
+const SLAB_MESSAGE_MAX = 256;
+
 /** The parts of no message (shared: a connection makes its own list on its first fragment). */
 const NO_PARTS: Uint8Array[] = [];
 
@@ -153,6 +167,10 @@ export class MessageAssembler implements FrameHandler {
   #inflate: InflateFunction | undefined;
   #allocate: (size: number) => Uint8Array;
   #frameRoom: boolean;
+  #slabOn: boolean;
+  /** Where small messages are cut from (see `MessageAssemblerOptions.slab`). */
+  #slab: Uint8Array | null = null;
+  #slabAt = 0;
   /** Made with the first uncompressed text message (idle connections never need one). */
   #utf8: Utf8Validator | null = null;
   #views = false;
@@ -170,6 +188,8 @@ export class MessageAssembler implements FrameHandler {
   #frameText = false;
   /** Whether the payload is a whole uncompressed binary message that may be delivered as a view. */
   #frameView = false;
+  /** Whether the payload is a small whole binary message to cut from the slab. */
+  #frameSlab = false;
   #frameBuf: Uint8Array | null = null;
 
   // The message in progress.
@@ -203,6 +223,12 @@ export class MessageAssembler implements FrameHandler {
     this.#inflate = options.inflate;
     this.#allocate = options.allocate ?? zeroed;
     this.#frameRoom = options.frameRoom ?? false;
+    this.#slabOn = options.slab ?? false;
+  }
+
+  /** Lets go of the buffer small messages are cut from (messages delivered keep theirs). */
+  releaseSlab(): void {
+    this.#slab = null;
   }
 
   /**
@@ -260,6 +286,7 @@ export class MessageAssembler implements FrameHandler {
       this.#ownBuffer = true;
       this.#frameText = false;
       this.#frameView = false;
+      this.#frameSlab = false;
       return;
     }
     if (opcode === Opcode.Continuation) {
@@ -299,8 +326,10 @@ export class MessageAssembler implements FrameHandler {
     this.#frameKind = this.#messageKind;
     this.#ownBuffer = this.#singleFrame || length >= PART_MIN;
     this.#frameText = this.#checkText;
-    this.#frameView = this.#views && this.#singleFrame && this.#messageKind === Kind.Binary &&
-      !this.#compressed && length >= VIEW_MIN;
+    const wholeBinary = this.#views && this.#singleFrame && this.#messageKind === Kind.Binary &&
+      !this.#compressed;
+    this.#frameView = wholeBinary && length >= VIEW_MIN;
+    this.#frameSlab = wholeBinary && this.#slabOn && length > 0 && length <= SLAB_MESSAGE_MAX;
     // The tail's bytes come before this frame's; sealing them now also means
     // a tail and a frame buffer are never both growing.
     if (this.#ownBuffer) this.#sealTail();
@@ -322,6 +351,10 @@ export class MessageAssembler implements FrameHandler {
           }
           if (this.#frameView) {
             this.#takeView(chunk, start, end);
+            return;
+          }
+          if (this.#frameSlab) {
+            this.#frameBuf = this.#cutFromSlab(chunk, start, end);
             return;
           }
           // The whole payload in one piece: copy it without zero-filling a
@@ -418,6 +451,33 @@ export class MessageAssembler implements FrameHandler {
     if (this.#mask !== null) applyMask(view, this.#mask, 0);
     if (roomy) giveRoom(view, room);
     this.#frameBuf = view;
+  }
+
+  /** A small payload copied (unmasked) into the next bytes of the slab, as a view. */
+  #cutFromSlab(chunk: Uint8Array, start: number, end: number): Uint8Array {
+    const n = end - start;
+    let slab = this.#slab;
+    if (slab === null || this.#slabAt + n > slab.length) {
+      slab = this.#slab = new Uint8Array(SLAB_SIZE);
+      this.#slabAt = 0;
+    }
+    const at = this.#slabAt;
+    this.#slabAt = at + n;
+    const mask = this.#mask;
+    if (mask === null) {
+      for (let i = 0; i < n; i++) slab[at + i] = chunk[start + i];
+    } else {
+      const m0 = mask[0], m1 = mask[1], m2 = mask[2], m3 = mask[3];
+      let i = 0;
+      for (; i + 3 < n; i += 4) {
+        slab[at + i] = chunk[start + i] ^ m0;
+        slab[at + i + 1] = chunk[start + i + 1] ^ m1;
+        slab[at + i + 2] = chunk[start + i + 2] ^ m2;
+        slab[at + i + 3] = chunk[start + i + 3] ^ m3;
+      }
+      for (; i < n; i++) slab[at + i] = chunk[start + i] ^ mask[i & 3];
+    }
+    return slab.subarray(at, at + n);
   }
 
   /** A payload buffer of `length` bytes with room for a server frame header in front. */

@@ -307,3 +307,84 @@ describe("Protocol: reading the rest of a large payload in place", () => {
     );
   });
 });
+
+describe("Protocol: small binary messages cut from a per-connection buffer", () => {
+  function slabbed(views = true) {
+    const keep = new Keep();
+    const ws = new WebSocketProtocol(
+      { role: "server", maxMessageSize: 1 << 20, slabSmallMessages: true },
+      keep,
+    );
+    ws.deliverViews = views;
+    return { ws, keep };
+  }
+
+  test("consecutive small messages share one buffer and keep their bytes", () => {
+    const { ws, keep } = slabbed();
+    const payloads = [1, 64, 125, 256, 3, 200].map((n, i) => pattern(n, i));
+    ws.receive(
+      concat(...payloads.map((payload) => clientFrame({ opcode: Opcode.Binary, payload }))),
+    );
+    assert.equal(keep.binaries.length, payloads.length);
+    for (let i = 0; i < payloads.length; i++) {
+      assert.deepEqual(keep.binaries[i], payloads[i]);
+      assert.equal(keep.binaries[i].buffer, keep.binaries[0].buffer, "one shared buffer");
+    }
+    // Echoing them still sends each one right.
+    for (const got of keep.binaries) assert.equal(ws.sendBinary(got), true);
+    assert.deepEqual(decodeFrames(ws.takeOutput()).map((f) => f.payload), payloads);
+  });
+
+  test("a full buffer is replaced, never reused; releaseIdleMemory() starts a new one", () => {
+    const { ws, keep } = slabbed();
+    const payloads: Uint8Array[] = [];
+    for (let i = 0; i < 100; i++) payloads.push(pattern(200, i)); // 20 000 bytes: several buffers
+    for (const payload of payloads) ws.receive(clientFrame({ opcode: Opcode.Binary, payload }));
+    assert.deepEqual(keep.binaries, payloads, "earlier messages are never overwritten");
+    const buffers = new Set(keep.binaries.map((b) => b.buffer));
+    assert.ok(buffers.size >= 5 && buffers.size <= 6, `${buffers.size} buffers`);
+    const last = keep.binaries.at(-1)!;
+    ws.releaseIdleMemory();
+    ws.receive(clientFrame({ opcode: Opcode.Binary, payload: pattern(10, 1) }));
+    assert.notEqual(keep.binaries.at(-1)!.buffer, last.buffer);
+  });
+
+  test("not for large, fragmented, empty or text messages, nor without deliverViews", () => {
+    const { ws, keep } = slabbed();
+    ws.receive(clientFrame({ opcode: Opcode.Binary, payload: pattern(257, 1) }));
+    ws.receive(clientFrame({ opcode: Opcode.Binary, fin: false, payload: pattern(10, 2) }));
+    ws.receive(clientFrame({ opcode: Opcode.Continuation, payload: pattern(10, 3) }));
+    ws.receive(clientFrame({ opcode: Opcode.Binary, payload: new Uint8Array(0) }));
+    ws.receive(clientFrame({ opcode: Opcode.Text, payload: utf8("hi") }));
+    assert.deepEqual(keep.texts, ["hi"]);
+    for (const got of keep.binaries) assert.ok(isExact(got), `length ${got.length}`);
+    const exact = slabbed(false);
+    for (let i = 0; i < 3; i++) {
+      exact.ws.receive(clientFrame({ opcode: Opcode.Binary, payload: pattern(50, i) }));
+    }
+    for (const got of exact.keep.binaries) assert.ok(isExact(got));
+  });
+
+  test("property: any cut of small and large frames, lent buffers reused: same messages", () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.integer({ min: 0, max: 600 }), { minLength: 1, maxLength: 40 }),
+        fc.integer({ min: 1, max: 3000 }),
+        (sizes, step) => {
+          const { ws, keep } = slabbed();
+          const payloads = sizes.map((n, i) => pattern(n, i + 5));
+          const wire = concat(
+            ...payloads.map((payload) => clientFrame({ opcode: Opcode.Binary, payload })),
+          );
+          for (let at = 0; at < wire.length; at += step) {
+            const piece = wire.slice(at, at + step);
+            ws.receive(piece);
+            piece.fill(0x55);
+          }
+          assert.deepEqual(keep.binaries, payloads);
+        },
+      ),
+      { numRuns: 200 },
+    );
+  });
+});
