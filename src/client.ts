@@ -20,7 +20,12 @@ import {
 } from "./protocol/permessage_deflate.ts";
 import { assertZlibSupported, PerMessageDeflate } from "./protocol/deflate_codec.ts";
 import { isToken } from "./protocol/http.ts";
-import { type BinaryType, WebSocketConnection, type WebSocketHandlers } from "./websocket.ts";
+import {
+  type BinaryType,
+  type ConnectionInit,
+  WebSocketConnection,
+  type WebSocketHandlers,
+} from "./websocket.ts";
 
 /** Options for {@linkcode connect} and the {@linkcode WebSocket} class. */
 export interface ConnectOptions<Data = unknown> {
@@ -261,25 +266,35 @@ async function openHandshake<Data>(
   }
 }
 
+/** What a client connection is made with, from its options (shared by `connect()` and `WebSocket`). */
+function clientInit<Data>(
+  options: ConnectOptions<Data>,
+  binaryType: BinaryType,
+  browserCloseCodes = false,
+): ConnectionInit<Data> {
+  const maxMessageSize = options.maxMessageSize ?? 16 * 1024 * 1024;
+  return {
+    role: "client",
+    maxMessageSize,
+    maxFrameSize: options.maxFrameSize ?? maxMessageSize,
+    maxFragments: options.maxFragments,
+    closeTimeout: options.closeTimeout ?? 5_000,
+    maxBufferedAmount: options.maxBufferedAmount ?? 64 * 1024 * 1024,
+    readableHighWaterMark: options.readableHighWaterMark,
+    binaryType,
+    handlers: options.handlers,
+    keepalive: keepaliveOf(options),
+    browserCloseCodes,
+  };
+}
+
 function makeConnection<Data>(
   url: URL,
   options: ConnectOptions<Data>,
   binaryType: BinaryType,
 ): WebSocketConnection<Data> {
-  const maxMessageSize = options.maxMessageSize ?? 16 * 1024 * 1024;
   return new WebSocketConnection<Data>(
-    {
-      role: "client",
-      maxMessageSize,
-      maxFrameSize: options.maxFrameSize ?? maxMessageSize,
-      maxFragments: options.maxFragments,
-      closeTimeout: options.closeTimeout ?? 5_000,
-      maxBufferedAmount: options.maxBufferedAmount ?? 64 * 1024 * 1024,
-      readableHighWaterMark: options.readableHighWaterMark,
-      binaryType,
-      handlers: options.handlers,
-      keepalive: keepaliveOf(options),
-    },
+    clientInit(options, binaryType),
     url.href,
     options.data as Data,
   );
@@ -415,21 +430,8 @@ export class WebSocket extends WebSocketConnection<undefined> {
     const target = parseUrl(url);
     const list = normaliseProtocols(protocols ?? options.protocols);
     checkCompression(options.compression);
-    const maxMessageSize = options.maxMessageSize ?? 16 * 1024 * 1024;
     super(
-      {
-        role: "client",
-        maxMessageSize,
-        maxFrameSize: options.maxFrameSize ?? maxMessageSize,
-        maxFragments: options.maxFragments,
-        closeTimeout: options.closeTimeout ?? 5_000,
-        maxBufferedAmount: options.maxBufferedAmount ?? 64 * 1024 * 1024,
-        readableHighWaterMark: options.readableHighWaterMark,
-        binaryType: options.binaryType ?? "blob",
-        handlers: options.handlers as WebSocketHandlers<undefined> | undefined,
-        keepalive: keepaliveOf(options),
-        browserCloseCodes: true,
-      },
+      clientInit(options as ConnectOptions<undefined>, options.binaryType ?? "blob", true),
       target.href,
       undefined,
     );

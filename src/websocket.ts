@@ -777,7 +777,7 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
           this.#reportElsewhere(toError(err), "the error callback");
         }
       }
-      if ((this.#listened & LISTENED.error) !== 0 || this.onerror !== null) {
+      if (this.#listens(LISTENED.error, this.onerror)) {
         heard = true;
         this.dispatchEvent(new ErrorEvent("error", { error, message: error.message }));
       }
@@ -836,7 +836,7 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
     if (driver.state === ReadyState.OPEN) {
       const open = this.#handlers?.open;
       if (open !== undefined) this.#callUser("the open callback", () => open(this));
-      if ((this.#listened & LISTENED.open) !== 0 || this.onopen !== null) {
+      if (this.#listens(LISTENED.open, this.onopen)) {
         this.dispatchEvent(new Event("open"));
       }
     }
@@ -850,11 +850,16 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
     return controller === null || (controller.desiredSize ?? 1) > 0;
   }
 
+  /** Whether an event of this type has anyone to hear it: a listener (`LISTENED` bit) or its `on*`. */
+  #listens(bit: number, handler: unknown): boolean {
+    return (this.#listened & bit) !== 0 || handler !== null;
+  }
+
   #deliver(message: Message): void {
-    // Large binary messages come as views (no copy) unless an event listener
-    // wants them as whole ArrayBuffers; this applies from the next message.
+    // Binary messages may come as views (no copy or allocation) unless an
+    // event listener wants them as whole ArrayBuffers; from the next message.
     const views = this.binaryType !== "arraybuffer" ||
-      ((this.#listened & LISTENED.message) === 0 && this.onmessage === null);
+      !this.#listens(LISTENED.message, this.onmessage);
     if (views !== this.#views) {
       this.#views = views;
       if (this.#driver !== null) this.#driver.deliverViews = views;
@@ -886,7 +891,7 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
         });
       }
     }
-    if ((this.#listened & LISTENED.message) !== 0 || this.onmessage !== null) {
+    if (this.#listens(LISTENED.message, this.onmessage)) {
       let data: string | ArrayBuffer | Blob;
       if (typeof message === "string") data = message;
       else if (this.binaryType === "arraybuffer") data = exactBuffer(message);
@@ -945,7 +950,7 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
     if (onClose !== undefined) {
       this.#callUser("the close callback", () => onClose(this, info.closeCode, info.reason));
     }
-    if ((this.#listened & LISTENED.close) !== 0 || this.onclose !== null) {
+    if (this.#listens(LISTENED.close, this.onclose)) {
       this.dispatchEvent(
         new CloseEvent("close", {
           code: info.closeCode,

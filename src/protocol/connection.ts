@@ -38,7 +38,7 @@ export interface ProtocolHandler {
   /**
    * A complete binary message, owned by the receiver: exactly sized, or a
    * view into a larger buffer while {@linkcode WebSocketProtocol.deliverViews}
-   * is set.
+   * is set (see there).
    */
   binary(data: Uint8Array): void;
   /** A ping was received (the pong is already queued). */
@@ -239,12 +239,14 @@ export class WebSocketProtocol {
   }
 
   /**
-   * Whether large binary messages may be delivered as views into a larger
-   * buffer (nothing else uses its other bytes) instead of exactly sized
-   * buffers. Views save a copy; set it while the receiver hands messages on
-   * as `Uint8Array`s, clear it while it needs each as a whole `ArrayBuffer`.
-   * A server that sends such a view on (an echo, a relay) writes header and
-   * payload as one buffer with no copy. @default {false}
+   * Whether binary messages may be delivered as views into a larger buffer
+   * instead of exactly sized buffers: large ones into a buffer nothing else
+   * uses, small ones (with `slabSmallMessages`) into one shared with this
+   * connection's neighbouring messages. Views save a copy or an allocation;
+   * set it while the receiver hands messages on as `Uint8Array`s, clear it
+   * while it needs each as a whole `ArrayBuffer`. A server that sends a large
+   * view on (an echo, a relay) writes header and payload as one buffer with
+   * no copy. @default {false}
    */
   set deliverViews(value: boolean) {
     this.#assembler.deliverViews = value;

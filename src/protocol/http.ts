@@ -184,12 +184,13 @@ export function findHeadEnd(buf: Uint8Array, from = 0): number {
 }
 
 /**
- * Bytes as ISO-8859-1, one character per byte. Not `TextDecoder("latin1")`:
+ * A request or response head's bytes as text, one character per byte
+ * (ISO-8859-1). Not `TextDecoder("latin1")` alone:
  * the Encoding Standard maps that label to windows-1252, which turns bytes
  * 0x80-0x9F (obs-text, e.g. inside UTF-8 sent in a header value) into
  * characters above U+00FF that fail the field-value check.
  */
-function latin1(bytes: Uint8Array): string {
+export function headText(bytes: Uint8Array): string {
   // Fast path: windows-1252 agrees with ISO-8859-1 except where it maps
   // 0x80-0x9F above U+00FF, so a result without such a character is exact.
   const text = windows1252.decode(bytes);
@@ -202,15 +203,9 @@ function latin1(bytes: Uint8Array): string {
 }
 const windows1252 = new TextDecoder("latin1");
 const ABOVE_LATIN1 = /[\u0100-\uffff]/;
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 
 function isSpaceOrTab(code: number): boolean {
   return code === 0x20 || code === 0x09;
-}
-
-/** A request or response head's bytes as text, one character per byte (ISO-8859-1). */
-export function headText(head: Uint8Array): string {
-  return latin1(head);
 }
 
 /** Token characters (RFC 9110 §5.6.2), by char code. */
@@ -280,7 +275,7 @@ function parseLines(text: string, status: number): { start: string; fields: Head
  * 400 {@linkcode HandshakeError} if malformed.
  */
 export function parseRequestHead(head: Uint8Array | string): RequestHead {
-  const { start, fields } = parseLines(typeof head === "string" ? head : latin1(head), 400);
+  const { start, fields } = parseLines(typeof head === "string" ? head : headText(head), 400);
   const match = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+) (\S+) HTTP\/(\d)\.(\d)$/.exec(start);
   if (match === null) {
     throw new HandshakeError(400, `Malformed request line: ${JSON.stringify(start.slice(0, 64))}`);
@@ -298,7 +293,7 @@ export function parseRequestHead(head: Uint8Array | string): RequestHead {
  * if it is not HTTP.
  */
 export function parseResponseHead(head: Uint8Array): ResponseHead {
-  const { start, fields } = parseLines(latin1(head), 0);
+  const { start, fields } = parseLines(headText(head), 0);
   const match = /^HTTP\/\d\.\d (\d{3})(?: (.*))?$/.exec(start);
   if (match === null) {
     throw new HandshakeError(0, `Malformed status line: ${JSON.stringify(start.slice(0, 64))}`);
@@ -319,5 +314,5 @@ export function splitList(value: string | null): string[] {
 
 /** Whether `value` is an HTTP token (RFC 9110 §5.6.2). */
 export function isToken(value: string): boolean {
-  return TOKEN.test(value);
+  return isTokenRange(value, 0, value.length);
 }

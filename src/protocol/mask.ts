@@ -84,6 +84,38 @@ export function unmaskInto(
   if (mask !== null) applyMask(dst.subarray(dstOffset, dstOffset + src.length), mask, offset);
 }
 
+/**
+ * Copies `src[start..end)` into `dst` at `at`, unmasking as it goes, by a
+ * byte loop that makes no views: for small pieces, where making a view and
+ * calling `set()` costs more than the copy. `offset` is the position of
+ * `src[start]` within its frame payload.
+ */
+export function unmaskCopySmall(
+  src: Uint8Array,
+  start: number,
+  end: number,
+  dst: Uint8Array,
+  at: number,
+  mask: Uint8Array | null,
+  offset = 0,
+): void {
+  const n = end - start;
+  if (mask === null) {
+    for (let i = 0; i < n; i++) dst[at + i] = src[start + i];
+    return;
+  }
+  const k = offset & 3;
+  const m0 = mask[k], m1 = mask[(k + 1) & 3], m2 = mask[(k + 2) & 3], m3 = mask[(k + 3) & 3];
+  let i = 0;
+  for (; i + 3 < n; i += 4) {
+    dst[at + i] = src[start + i] ^ m0;
+    dst[at + i + 1] = src[start + i + 1] ^ m1;
+    dst[at + i + 2] = src[start + i + 2] ^ m2;
+    dst[at + i + 3] = src[start + i + 3] ^ m3;
+  }
+  for (; i < n; i++) dst[at + i] = src[start + i] ^ mask[(offset + i) & 3];
+}
+
 const POOL_SIZE = 4096;
 let pool = new Uint8Array(0);
 let poolOffset = POOL_SIZE;

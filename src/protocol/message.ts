@@ -8,7 +8,7 @@
 
 import { type FrameHandler, type FrameHeader, frameHeaderSize } from "./frame.ts";
 import { Opcode } from "./opcodes.ts";
-import { applyMask, unmaskInto } from "./mask.ts";
+import { applyMask, unmaskCopySmall, unmaskInto } from "./mask.ts";
 import { invalidDataError, protocolError, tooBigError, type WebSocketError } from "./errors.ts";
 import { parseClosePayload } from "./close_codes.ts";
 import { Utf8Validator } from "./utf8.ts";
@@ -21,7 +21,8 @@ export interface MessageHandler {
   /**
    * A complete binary message, owned by the receiver: an exactly sized
    * buffer, or (while {@linkcode MessageAssembler.deliverViews} is set) a view
-   * into a larger one whose other bytes nothing uses.
+   * into a larger one whose other bytes nothing uses, or for a small message
+   * with `slab` set, that holds only this connection's other messages.
    */
   binary(data: Uint8Array): void;
   /** A ping and its payload. */
@@ -232,10 +233,11 @@ export class MessageAssembler implements FrameHandler {
   }
 
   /**
-   * Whether large single-frame binary messages may be delivered as views
-   * into a larger buffer (that nothing else uses) rather than as exactly
-   * sized buffers: set it while the receiver hands on `Uint8Array`s, clear
-   * it while it needs whole `ArrayBuffer`s (a view would cost a copy then).
+   * Whether single-frame binary messages may be delivered as views into a
+   * larger buffer (large ones: that nothing else uses; small ones with
+   * `slab`: the slab) rather than as exactly sized buffers: set it while the
+   * receiver hands on `Uint8Array`s, clear it while it needs whole
+   * `ArrayBuffer`s (a view would cost a copy then).
    */
   set deliverViews(value: boolean) {
     this.#views = value;
@@ -376,8 +378,7 @@ export class MessageAssembler implements FrameHandler {
     }
     const mask = this.#mask;
     if (n < SMALL_PIECE) {
-      if (mask === null) { for (let i = 0; i < n; i++) buf[at + i] = chunk[start + i]; }
-      else for (let i = 0; i < n; i++) buf[at + i] = chunk[start + i] ^ mask[(offset + i) & 3];
+      unmaskCopySmall(chunk, start, end, buf, at, mask, offset);
     } else {
       unmaskInto(chunk.subarray(start, end), buf, at, mask, offset);
     }
@@ -463,20 +464,7 @@ export class MessageAssembler implements FrameHandler {
     }
     const at = this.#slabAt;
     this.#slabAt = at + n;
-    const mask = this.#mask;
-    if (mask === null) {
-      for (let i = 0; i < n; i++) slab[at + i] = chunk[start + i];
-    } else {
-      const m0 = mask[0], m1 = mask[1], m2 = mask[2], m3 = mask[3];
-      let i = 0;
-      for (; i + 3 < n; i += 4) {
-        slab[at + i] = chunk[start + i] ^ m0;
-        slab[at + i + 1] = chunk[start + i + 1] ^ m1;
-        slab[at + i + 2] = chunk[start + i + 2] ^ m2;
-        slab[at + i + 3] = chunk[start + i + 3] ^ m3;
-      }
-      for (; i < n; i++) slab[at + i] = chunk[start + i] ^ mask[i & 3];
-    }
+    unmaskCopySmall(chunk, start, end, slab, at, this.#mask);
     return slab.subarray(at, at + n);
   }
 

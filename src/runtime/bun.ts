@@ -275,9 +275,7 @@ class BunTransport implements Transport {
         this.#deliver(consumer, chunk);
         return;
       }
-      if (this.#chunks === NO_CHUNKS) this.#chunks = [];
-      this.#chunks.push(chunk);
-      this.#queued += chunk.byteLength;
+      this.#enqueue(chunk);
       return;
     }
     const waiter = this.#waiter;
@@ -288,13 +286,18 @@ class BunTransport implements Transport {
       return;
     }
     // Bun hands out a fresh buffer per callback, so queueing it is safe.
-    if (this.#chunks === NO_CHUNKS) this.#chunks = [];
-    this.#chunks.push(chunk);
-    this.#queued += chunk.byteLength;
+    this.#enqueue(chunk);
     if (!this.#paused && this.#queued > READ_HIGH_WATER_MARK) {
       this.#paused = true;
       this.#socket.pause();
     }
+  }
+
+  /** Queues a chunk nobody takes yet. */
+  #enqueue(chunk: Uint8Array): void {
+    if (this.#chunks === NO_CHUNKS) this.#chunks = [];
+    this.#chunks.push(chunk);
+    this.#queued += chunk.byteLength;
   }
 
   setConsumer(consumer: ChunkConsumer): void {

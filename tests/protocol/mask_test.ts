@@ -1,6 +1,6 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { applyMask, nextMaskKey, unmaskInto } from "../../src/protocol/mask.ts";
+import { applyMask, nextMaskKey, unmaskCopySmall, unmaskInto } from "../../src/protocol/mask.ts";
 import { bytes, hex, KEY, naiveMask, pattern } from "./_helpers.ts";
 
 const MASKS = [
@@ -159,5 +159,27 @@ describe("nextMaskKey", () => {
     const copy = key.slice();
     for (let i = 0; i < 2000; i++) nextMaskKey();
     assert.deepEqual(key, copy);
+  });
+});
+
+describe("unmaskCopySmall", () => {
+  test("copies and unmasks any range at any offset, touching nothing else", () => {
+    const src = pattern(80, 9);
+    for (const mask of [...MASKS, null]) {
+      for (let start = 0; start < 6; start++) {
+        for (let n = 0; n <= 40; n++) {
+          for (let offset = 0; offset < 6; offset++) {
+            const dst = new Uint8Array(60).fill(0xee);
+            unmaskCopySmall(src, start, start + n, dst, 7, mask, offset);
+            const piece = src.slice(start, start + n);
+            const expected = mask === null ? piece : naiveMask(piece, mask, offset);
+            assert.deepEqual(dst.subarray(7, 7 + n), expected, `n ${n} offset ${offset}`);
+            assert.ok(dst.subarray(0, 7).every((b) => b === 0xee), "bytes before untouched");
+            assert.ok(dst.subarray(7 + n).every((b) => b === 0xee), "bytes after untouched");
+          }
+        }
+      }
+    }
+    assert.deepEqual(src, pattern(80, 9), "src never changes");
   });
 });
