@@ -8,10 +8,11 @@
 
 import { checkKeepalive, type KeepaliveSettings } from "./keepalive.ts";
 import { readFile } from "node:fs/promises";
-import type { Listener, NetAddress, Transport } from "./runtime/transport.ts";
+import type { ChunkConsumer, Listener, NetAddress, Transport } from "./runtime/transport.ts";
 import { currentRuntime } from "./runtime/mod.ts";
 import {
   type AcceptedUpgrade,
+  type HandshakeVerdict,
   type ParsedUpgrade,
   type PlainRequestVerdict,
   selectSubprotocol,
@@ -451,20 +452,6 @@ async function answerAndClose(transport: Transport, bytes: Uint8Array, drain: bo
   }
 }
 
-/** Reads until the handshake core has a verdict; `null` when the client left first. */
-async function readVerdict(transport: Transport, core: ServerHandshake, initial?: Uint8Array) {
-  if (initial !== undefined) {
-    const verdict = core.receive(initial);
-    if (verdict !== null) return verdict;
-  }
-  for (;;) {
-    const chunk = await transport.read();
-    if (chunk === null) return null;
-    const verdict = core.receive(chunk);
-    if (verdict !== null) return verdict;
-  }
-}
-
 /** The options {@linkcode serve} works with: defaults filled in, all checked. */
 interface ServerConfig<Data> {
   options: ServeOptions<Data>;
@@ -573,8 +560,19 @@ class WebSocketServer<Data> implements Server {
   readonly #config: ServerConfig<Data>;
   readonly #listener: Listener;
   readonly #connections = new Set<WebSocketConnection<Data>>();
-  /** Transports in their handshake (or its error answer): shutdown closes them. */
-  readonly #handshaking = new Set<Transport>();
+  /**
+   * Handshakes in progress (or their error answer), oldest first: every
+   * deadline is the same time after its start, so insertion order is
+   * deadline order and one timer serves them all. Shutdown closes them.
+   */
+  readonly #handshaking = new Map<Transport, Handshake>();
+  #deadlineTimer: ReturnType<typeof setTimeout> | undefined;
+  readonly #onDeadlines = (): void => this.#expireHandshakes();
+  /** How every handshake calls back (one object per server). */
+  readonly #handshakeHost: HandshakeHost = {
+    verdict: (h, verdict) => this.#onVerdict(h, verdict),
+    left: (h) => this.#onLeft(h),
+  };
   /** Plain HTTP connections (with a `fetch` option). */
   readonly #http = new Set<HttpConnection>();
   readonly #stopAccepting = new AbortController();
@@ -599,9 +597,7 @@ class WebSocketServer<Data> implements Server {
     this.finished = new Promise<void>((resolve) => (this.#resolveFinished = resolve));
     acceptLoop(listener, {
       signal: this.#stopAccepting.signal,
-      onTransport: (transport) => {
-        this.#handshake(transport).catch((error) => this.#report(toError(error), true));
-      },
+      onTransport: (transport) => this.#handshake(transport),
       onError: (error) => this.#report(error, true),
     }).catch((error) => this.#report(toError(error), true)).finally(() => {
       this.#acceptDone = true;
@@ -645,8 +641,9 @@ class WebSocketServer<Data> implements Server {
     this.#closing = { code, reason };
     this.#stopAccepting.abort();
     this.#listener.close();
-    for (const transport of this.#handshaking) transport.close();
+    for (const transport of this.#handshaking.keys()) transport.close();
     this.#handshaking.clear();
+    clearTimeout(this.#deadlineTimer);
     // Idle HTTP connections close now; busy ones after their current response.
     for (const http of this.#http) http.close();
     for (const ws of this.#connections) {
@@ -698,50 +695,156 @@ class WebSocketServer<Data> implements Server {
   }
 
   /**
-   * One connection's opening handshake: moves bytes between the transport
-   * and the sans-I/O core, keeps the deadline (from TCP accept, TLS included)
-   * and asks the application. Never rejects.
+   * Starts one connection's opening handshake: its bytes go to the sans-I/O
+   * core (pushed by the transport where it can, else read here) until there
+   * is a verdict, within the deadline (from TCP accept, TLS included).
+   * `initial`: bytes already read (a kept HTTP connection asking to upgrade).
    */
-  async #handshake(transport: Transport, initial?: Uint8Array): Promise<void> {
-    const handshaking = this.#handshaking;
-    handshaking.add(transport);
-    const core = new ServerHandshake(this.#config.handshake);
-    const deadline = { expired: false, answering: false };
-    const timer = setTimeout(() => {
-      deadline.expired = true;
-      handshaking.delete(transport);
+  #handshake(transport: Transport, initial?: Uint8Array): void {
+    const h = new Handshake(
+      transport,
+      new ServerHandshake(this.#config.handshake),
+      performance.now() + this.#config.handshakeTimeout,
+      this.#handshakeHost,
+    );
+    this.#handshaking.set(transport, h);
+    this.#armDeadlines();
+    if (initial !== undefined && (!h.data(initial) || !h.reading)) return;
+    if (transport.setConsumer !== undefined) {
+      transport.setConsumer(h);
+      return;
+    }
+    (async () => {
+      while (h.reading) {
+        let chunk: Uint8Array | null;
+        try {
+          chunk = await transport.read();
+        } catch (error) {
+          return h.end(toError(error));
+        }
+        if (chunk === null) return h.end(null);
+        if (!h.data(chunk)) return;
+      }
+    })();
+  }
+
+  /** Arms the one deadline timer for the oldest handshake, if any and not armed. */
+  #armDeadlines(): void {
+    if (this.#deadlineTimer !== undefined) return;
+    const oldest = this.#handshaking.values().next();
+    if (oldest.done) return;
+    const delay = Math.max(0, oldest.value.deadline - performance.now());
+    this.#deadlineTimer = setTimeout(this.#onDeadlines, delay);
+  }
+
+  /** Ends the handshakes past their deadline: 408 to a client that can read it. */
+  #expireHandshakes(): void {
+    this.#deadlineTimer = undefined;
+    const now = performance.now();
+    for (const h of this.#handshaking.values()) {
+      if (h.deadline > now) break;
+      h.expired = true;
+      h.reading = false;
+      this.#handshaking.delete(h.transport);
       // Only a client that can read HTTP, and is not being answered, is told why.
-      if (deadline.answering || transport.tlsHandshaking) transport.close();
-      else answerAndClose(transport, core.reject(408, "Handshake not completed in time"), false);
-      this.#maybeFinished();
-    }, this.#config.handshakeTimeout);
+      if (h.answering || h.transport.tlsHandshaking) h.transport.close();
+      else {answerAndClose(
+          h.transport,
+          h.core.reject(408, "Handshake not completed in time"),
+          false,
+        );}
+    }
+    this.#maybeFinished();
+    this.#armDeadlines();
+  }
+
+  /** The client left (or its socket failed) before the head was complete. */
+  #onLeft(h: Handshake): void {
+    if (h.expired || this.#handshaking.get(h.transport) !== h) return;
+    this.#handshaking.delete(h.transport);
+    h.transport.close();
+    this.#maybeFinished();
+  }
+
+  /**
+   * The core's verdict on a complete head. An upgrade that needs nothing
+   * waited for (no `onUpgrade`, the 101 taken by the kernel at once) opens
+   * here, in the transport's data callback: `true`, the connection's bytes
+   * now go to its driver. Anything else continues in `#settle`: `false`,
+   * `h` takes no more bytes.
+   */
+  #onVerdict(h: Handshake, verdict: HandshakeVerdict): boolean {
+    h.reading = false;
+    if (verdict.kind !== "upgrade" || this.#closing !== null) {
+      this.#settle(h, verdict, null, undefined);
+      return false;
+    }
+    const decision = this.#decide(h.core, verdict.request, h.transport);
+    if (decision instanceof Promise || "response" in decision) {
+      this.#settle(h, verdict, decision, undefined);
+      return false;
+    }
+    h.answering = true;
+    let written: Promise<void> | undefined;
+    try {
+      written = h.transport.write(decision.accepted.response);
+    } catch (error) {
+      written = Promise.reject(error);
+    }
+    if (written !== undefined) {
+      this.#settle(h, verdict, decision, written);
+      return false;
+    }
+    this.#handshaking.delete(h.transport);
+    this.#open(h.transport, verdict.request, decision);
+    return true;
+  }
+
+  /**
+   * The rest of a handshake whose verdict needs waiting for: the
+   * application's `onUpgrade`, an error answer (and reading the client's
+   * input until it leaves), a 101 the kernel did not take at once, or a plain
+   * HTTP request (with a `fetch` option). Never rejects.
+   */
+  async #settle(
+    h: Handshake,
+    verdict: HandshakeVerdict,
+    decision: Decision<Data> | Promise<Decision<Data>> | null,
+    written: Promise<void> | undefined,
+  ): Promise<void> {
+    const transport = h.transport;
+    // From here on its bytes are read, not pushed.
+    transport.dropConsumer?.();
     let opened: boolean | PlainRequestVerdict = false;
     let http: HttpConnection | null = null;
     try {
-      opened = await this.#negotiate(transport, core, deadline, initial);
+      opened = await this.#negotiate(h, verdict, decision, written);
     } catch {
-      // A read failed: the client is gone (or its TLS handshake failed).
+      // A write failed: the client is gone.
     } finally {
-      clearTimeout(timer);
-      if (!deadline.expired) {
+      if (!h.expired) {
         if (typeof opened === "object") {
           // Listed before leaving the handshaking set: shutdown must see it.
           http = this.#httpConnection(transport);
         }
-        handshaking.delete(transport);
+        this.#handshaking.delete(transport);
         if (!opened) transport.close();
         this.#maybeFinished();
       }
     }
     if (http !== null && typeof opened === "object") {
-      const upgrade = await http.serve(opened.head, opened.rest);
-      // A later request on the kept connection asked for a WebSocket: its
-      // opening handshake runs as on a new connection (listed before the
-      // HTTP connection is unlisted, for shutdown).
-      const next = upgrade === null ? null : this.#handshake(transport, upgrade);
+      try {
+        const upgrade = await http.serve(opened.head, opened.rest);
+        // A later request on the kept connection asked for a WebSocket: its
+        // opening handshake runs as on a new connection (listed before the
+        // HTTP connection is unlisted, for shutdown).
+        if (upgrade !== null) this.#handshake(transport, upgrade);
+      } catch (error) {
+        this.#report(toError(error), true);
+        transport.close();
+      }
       this.#http.delete(http);
       this.#maybeFinished();
-      await next;
     }
   }
 
@@ -763,22 +866,23 @@ class WebSocketServer<Data> implements Server {
   }
 
   /**
-   * Reads the request, answers it, and opens the connection when accepted
-   * (returning `true`). Stops as soon as the deadline expired: the timer then
-   * owns the transport.
+   * Answers the verdict and opens the connection when accepted (returning
+   * `true`), going on from where `#onVerdict` stopped: `decision` and
+   * `written` when it got that far. Stops as soon as the deadline expired:
+   * the timer then owns the transport.
    */
   async #negotiate(
-    transport: Transport,
-    core: ServerHandshake,
-    deadline: { expired: boolean; answering: boolean },
-    initial?: Uint8Array,
+    h: Handshake,
+    verdict: HandshakeVerdict,
+    pending: Decision<Data> | Promise<Decision<Data>> | null,
+    written: Promise<void> | undefined,
   ): Promise<boolean | PlainRequestVerdict> {
-    const verdict = await readVerdict(transport, core, initial);
-    if (verdict === null || deadline.expired) return false;
+    const { transport, core } = h;
+    if (h.expired) return false;
     // Not an upgrade, and there is a `fetch` option: plain HTTP from here on.
     if (verdict.kind === "request") {
       if (this.#closing === null) return verdict;
-      deadline.answering = true;
+      h.answering = true;
       await answerAndClose(transport, core.reject(503, "Server is shutting down"), true);
       return false;
     }
@@ -786,28 +890,32 @@ class WebSocketServer<Data> implements Server {
     if (verdict.kind === "reject") {
       this.#report(verdict.error, false);
       decision = { response: verdict.response };
+    } else if (pending === null) {
+      decision = { response: core.reject(503, "Server is shutting down") };
     } else {
-      decision = await this.#decide(core, verdict.request, transport);
-      if (!("response" in decision) && (deadline.expired || this.#closing !== null)) {
+      decision = await pending;
+      if (
+        written === undefined && !("response" in decision) && (h.expired || this.#closing !== null)
+      ) {
         decision.codec?.close();
         decision = { response: core.reject(503, "Server is shutting down") };
       }
     }
-    if (deadline.expired) return false;
-    deadline.answering = true;
+    if (h.expired) return false;
+    h.answering = true;
     if ("response" in decision) {
       await answerAndClose(transport, decision.response, true);
       return false;
     }
-    let written = false;
+    let ok = false;
     try {
-      await transport.write(decision.accepted.response);
-      written = true;
+      await (written ?? transport.write(decision.accepted.response));
+      ok = true;
     } catch {
       // The client left during the handshake: it leaves no trace.
     }
     // Shutdown closes handshaking transports; the timer may have closed it too.
-    if (!written || deadline.expired || this.#closing !== null || verdict.kind !== "upgrade") {
+    if (!ok || h.expired || this.#closing !== null || verdict.kind !== "upgrade") {
       decision.codec?.close();
       return false;
     }
@@ -817,48 +925,80 @@ class WebSocketServer<Data> implements Server {
 
   /**
    * Runs the application's part of a valid request (the `protocols` function,
-   * `onUpgrade`) and the core's acceptance. The one guard around that user
-   * code: a `HandshakeError` answers with its status, anything else with 500,
-   * and both reach `onError`. Never rejects.
+   * `onUpgrade`) and the core's acceptance: at once without an `onUpgrade`,
+   * else as a promise. The one guard around that user code: a
+   * `HandshakeError` answers with its status, anything else with 500, and
+   * both reach `onError`. Never throws or rejects.
    */
-  async #decide(
+  #decide(
     core: ServerHandshake,
     request: ParsedUpgrade,
     transport: Transport,
-  ): Promise<Decision<Data>> {
+  ): Decision<Data> | Promise<Decision<Data>> {
     const { protocols: supported, onUpgrade } = this.#config.options;
-    const info = new UpgradeInfo(request, transport);
+    // Made only for the application's hooks.
+    const info = onUpgrade !== undefined || typeof supported === "function"
+      ? new UpgradeInfo(request, transport)
+      : null;
     try {
       let protocol = "";
       if (typeof supported === "function") {
-        if (request.protocols.length > 0) protocol = supported(request.protocols, info) ?? "";
+        if (request.protocols.length > 0) protocol = supported(request.protocols, info!) ?? "";
       } else if (supported !== undefined) {
         protocol = selectSubprotocol(request.protocols, supported);
       }
-      let headers: Headers | undefined;
-      let data = undefined as Data;
-      if (onUpgrade !== undefined) {
-        const decision = await onUpgrade(info);
-        if (decision instanceof Response) return { response: await responseBytes(core, decision) };
-        if (decision) {
-          if (decision.protocol !== undefined) protocol = decision.protocol;
-          if (decision.headers !== undefined) headers = new Headers(decision.headers);
-          data = decision.data as Data;
-        }
+      if (onUpgrade === undefined) {
+        return this.#accept(core, protocol, undefined, undefined as Data);
       }
-      const accepted = core.accept({ protocol, headers });
-      const codec = accepted.deflate === null
-        ? null
-        : new PerMessageDeflate(accepted.deflate, "server", this.#config.compression ?? {});
-      return { accepted, codec, data };
-    } catch (err) {
-      if (err instanceof HandshakeError) {
-        this.#report(err, false);
-        return { response: core.reject(err.status, err.message, err.headers) };
-      }
-      this.#report(toError(err), true);
-      return { response: core.reject(500, "Internal server error") };
+      return this.#decideWith(core, protocol, onUpgrade(info!));
+    } catch (error) {
+      return this.#refuse(core, error);
     }
+  }
+
+  /** `#decide` once `onUpgrade` answered. */
+  async #decideWith(
+    core: ServerHandshake,
+    protocol: string,
+    answer: ReturnType<NonNullable<ServeOptions<Data>["onUpgrade"]>>,
+  ): Promise<Decision<Data>> {
+    try {
+      const decision = await answer;
+      if (decision instanceof Response) return { response: await responseBytes(core, decision) };
+      if (!decision) return this.#accept(core, protocol, undefined, undefined as Data);
+      return this.#accept(
+        core,
+        decision.protocol ?? protocol,
+        decision.headers === undefined ? undefined : new Headers(decision.headers),
+        decision.data as Data,
+      );
+    } catch (error) {
+      return this.#refuse(core, error);
+    }
+  }
+
+  /** The core's acceptance with the application's choices (throws as `core.accept`). */
+  #accept(
+    core: ServerHandshake,
+    protocol: string,
+    headers: Headers | undefined,
+    data: Data,
+  ): Decision<Data> {
+    const accepted = core.accept({ protocol, headers });
+    const codec = accepted.deflate === null
+      ? null
+      : new PerMessageDeflate(accepted.deflate, "server", this.#config.compression ?? {});
+    return { accepted, codec, data };
+  }
+
+  /** The answer to an application hook that threw (or a choice `core.accept` refused). */
+  #refuse(core: ServerHandshake, error: unknown): Decision<Data> {
+    if (error instanceof HandshakeError) {
+      this.#report(error, false);
+      return { response: core.reject(error.status, error.message, error.headers) };
+    }
+    this.#report(toError(error), true);
+    return { response: core.reject(500, "Internal server error") };
   }
 
   // Shared by every connection (not two closures per connection).
@@ -934,6 +1074,47 @@ class UpgradeInfo implements UpgradeRequestInfo {
 
   get headers(): Headers {
     return this.#fields.toHeaders();
+  }
+}
+
+/** How a {@linkcode Handshake} reports back to its server. */
+interface HandshakeHost {
+  /** The core's verdict; returns what `ChunkConsumer.data()` should. */
+  verdict(h: Handshake, verdict: HandshakeVerdict): boolean;
+  /** The client left before the verdict. */
+  left(h: Handshake): void;
+}
+
+/**
+ * One connection's opening handshake while its head arrives: the consumer
+ * its bytes are pushed to (or fed by a read loop), and its deadline. One
+ * object per handshake, no timer or closures of its own.
+ */
+class Handshake implements ChunkConsumer {
+  /** Still taking bytes: no verdict yet, not expired. */
+  reading = true;
+  expired = false;
+  /** A response is being written: on expiry the socket is only closed. */
+  answering = false;
+
+  constructor(
+    readonly transport: Transport,
+    readonly core: ServerHandshake,
+    /** `performance.now()` time by which the connection must be open. */
+    readonly deadline: number,
+    readonly host: HandshakeHost,
+  ) {}
+
+  data(chunk: Uint8Array): boolean {
+    if (!this.reading) return false;
+    const verdict = this.core.receive(chunk);
+    return verdict === null || this.host.verdict(this, verdict);
+  }
+
+  end(_error: Error | null): void {
+    if (!this.reading) return;
+    this.reading = false;
+    this.host.left(this);
   }
 }
 

@@ -306,12 +306,18 @@ class BunTransport implements Transport {
   }
 
   resumeConsumer(): void {
-    const consumer = this.#consumer;
-    if (consumer === undefined || this.#closed) return;
+    if (this.#consumer === undefined || this.#closed) return;
     this.#consumerReady = true;
     while (this.#consumerReady && this.#chunks.length > 0) {
       const chunk = this.#chunks.shift()!;
       this.#queued -= chunk.byteLength;
+      // The consumer may have handed over to another (or dropped push mode) in data().
+      const consumer = this.#consumer;
+      if (consumer === undefined) {
+        this.#chunks.unshift(chunk);
+        this.#queued += chunk.byteLength;
+        return;
+      }
       this.#deliver(consumer, chunk);
       if (this.#closed) return;
     }
@@ -324,8 +330,18 @@ class BunTransport implements Transport {
     }
   }
 
+  dropConsumer(): void {
+    this.#consumer = undefined;
+    this.#consumerReady = false;
+    if (this.#paused && this.#queued < READ_HIGH_WATER_MARK) {
+      this.#paused = false;
+      this.#socket.resume();
+    }
+  }
+
   #deliver(consumer: ChunkConsumer, chunk: Uint8Array): void {
-    if (consumer.data(chunk) || this.#closed) return;
+    // Handed over to another consumer, or back to read(), during data(): its answer counts no more.
+    if (consumer.data(chunk) || this.#closed || this.#consumer !== consumer) return;
     this.#consumerReady = false;
     if (!this.#paused) {
       this.#paused = true;

@@ -178,6 +178,11 @@ class DenoTransport implements Transport {
     this.#conn.read(target ?? this.#buf).then(this.#onRead, this.#onReadError);
   }
 
+  dropConsumer(): void {
+    // No read is pending (see the contract): read() takes over.
+    this.#consumer = undefined;
+  }
+
   #pushed(n: number | null): void {
     this.#pumping = false;
     // Closed by its owner: the consumer expects nothing more.

@@ -65,6 +65,14 @@ export interface Transport {
   /** Restarts delivery after `consumer.data()` returned `false`. */
   resumeConsumer?(): void;
   /**
+   * Leaves push mode: chunks go to `read()` again, those queued first. Call
+   * it only from `consumer.data()` (which then returns `false`) or while
+   * delivery is stopped. A consumer may also hand over to another with
+   * `setConsumer()` from within `data()`; its return value then counts no
+   * more.
+   */
+  dropConsumer?(): void;
+  /**
    * `true` when the chunks of the push path are lent, not given (Deno: the
    * transport's read buffer, reused): valid only during `consumer.data()`.
    */
