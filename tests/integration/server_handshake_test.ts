@@ -359,6 +359,53 @@ describe("server handshake: limits", () => {
   });
 });
 
+describe("server handshake: deadlines", () => {
+  test("each handshake gets its own full handshakeTimeout; opened connections are untouched", async () => {
+    const handshakeTimeout = 600;
+    await withServer({ handshakeTimeout }, echo, async (_server, port) => {
+      const stalled: { client: RawClient; started: number }[] = [];
+      const opened: RawClient[] = [];
+      try {
+        // Three stalled clients 200 ms apart, with a complete handshake in between each.
+        for (let i = 0; i < 3; i++) {
+          const client = await RawClient.connect(port);
+          stalled.push({ client, started: performance.now() });
+          client.write(`GET / HTTP/1.1\r\nHost: ${HOST}:${port}\r\n`);
+          const ok = await RawClient.connect(port);
+          ok.write(upgradeRequest(`${HOST}:${port}`));
+          assert.equal((await ok.readResponse()).status, 101);
+          opened.push(ok);
+          await sleep(200);
+        }
+        for (const [i, { client, started }] of stalled.entries()) {
+          assert.ok(await client.waitForEnd(5000), `stalled client ${i} was not dropped`);
+          const after = client.endedAt! - started;
+          assert.ok(after >= handshakeTimeout - 50, `client ${i} dropped after ${after} ms`);
+          assert.ok(after < handshakeTimeout + 1000, `client ${i} dropped only after ${after} ms`);
+          assert.equal((await client.readResponse(100)).status, 408);
+        }
+        // Past every deadline, the opened connections still echo.
+        for (const ok of opened) {
+          assert.ok(!ok.ended, "an opened connection was dropped");
+          ok.write(buildFrame({ opcode: Op.Text, payload: "still here" }));
+          const frame = await ok.expectFrame(2000);
+          assert.equal(Buffer.from(frame.payload).toString(), "still here");
+        }
+        // A handshake started after all that still gets its full time.
+        const late = await RawClient.connect(port);
+        const lateStart = performance.now();
+        late.write(`GET / HTTP/1.1\r\n`);
+        assert.ok(await late.waitForEnd(5000), "the late client was not dropped");
+        assert.ok(late.endedAt! - lateStart >= handshakeTimeout - 50, "late client dropped early");
+        late.destroy();
+      } finally {
+        for (const { client } of stalled) client.destroy();
+        for (const ok of opened) ok.destroy();
+      }
+    });
+  });
+});
+
 describe("server handshake: subprotocols", () => {
   async function offered(port: number, offer: string | null) {
     const client = await RawClient.connect(port);

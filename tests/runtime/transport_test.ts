@@ -386,6 +386,66 @@ describe(`${runtime.name} transport`, () => {
     }
   });
 
+  test("push mode: a consumer hands over to another, or back to read(), from data()", {
+    timeout: 30000,
+  }, async () => {
+    const { client, server } = await connectedPair();
+    try {
+      const data = randomBytes(2 * MiB);
+      const got: Uint8Array[] = [];
+      let firstCalls = 0;
+      let secondCalls = 0;
+      let handedBack = false;
+      const second = {
+        data(chunk: Uint8Array) {
+          secondCalls++;
+          got.push(chunk.slice());
+          // After 256 KiB, back to read() (as a handshake with an error answer does).
+          if (got.reduce((n, c) => n + c.length, 0) >= 256 * 1024) {
+            server.dropConsumer!();
+            handedBack = true;
+            return false;
+          }
+          return true;
+        },
+        end() {
+          assert.fail("the second consumer was dropped before the end");
+        },
+      };
+      server.setConsumer!({
+        data(chunk) {
+          firstCalls++;
+          got.push(chunk.slice());
+          // Hand over from within data(), returning true as a finished handshake does.
+          server.setConsumer!(second);
+          return true;
+        },
+        end() {
+          assert.fail("the first consumer handed over before the end");
+        },
+      });
+      const sending = send(client, data).then(() => client.close());
+      // The rest comes through read(), in order, then null.
+      const deadline = performance.now() + 20_000;
+      while (!handedBack && performance.now() < deadline) {
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+      assert.ok(handedBack, "the second consumer got 256 KiB");
+      for (;;) {
+        const chunk = await within(server.read(), 10_000, "read after dropConsumer");
+        if (chunk === null) break;
+        got.push(chunk.slice());
+      }
+      await sending;
+      assert.equal(firstCalls, 1);
+      assert.ok(secondCalls >= 1);
+      assert.ok(Buffer.concat(got).equals(Buffer.from(data)), "byte-exact, in order, nothing lost");
+    } finally {
+      client.close();
+      server.close();
+    }
+  });
+
   test("push mode: a consumer that throws fails that connection, not the process", async () => {
     const { client, server } = await connectedPair();
     const unhandled: unknown[] = [];
