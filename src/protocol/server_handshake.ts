@@ -18,6 +18,7 @@
  */
 
 import { createHash } from "node:crypto";
+import { fastAccept } from "./accept_key.ts";
 import { HandshakeError } from "./errors.ts";
 import {
   type HeadFields,
@@ -133,7 +134,7 @@ export interface AcceptedUpgrade {
  * the SHA-1 of the key followed by the GUID.
  */
 export function computeAccept(key: string): string {
-  return createHash("sha1").update(key + WEBSOCKET_GUID).digest("base64");
+  return fastAccept(key) ?? createHash("sha1").update(key + WEBSOCKET_GUID).digest("base64");
 }
 
 /**

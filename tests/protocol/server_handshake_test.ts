@@ -14,6 +14,9 @@ import {
   type ServerHandshakeOptions,
 } from "../../src/protocol/server_handshake.ts";
 import { HandshakeError } from "../../src/protocol/errors.ts";
+import { fastAccept } from "../../src/protocol/accept_key.ts";
+import { createHash } from "node:crypto";
+import fc from "fast-check";
 import { concat, splits, utf8 } from "./_helpers.ts";
 
 const decoder = new TextDecoder();
@@ -110,6 +113,37 @@ describe("ServerHandshake: a valid request", () => {
 
   test("computeAccept: the RFC's example (§1.3)", () => {
     assert.equal(computeAccept("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    assert.equal(fastAccept("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+  });
+
+  test("computeAccept: equal to node:crypto's SHA-1 for any key (fast-check)", () => {
+    const reference = (key: string) =>
+      createHash("sha1").update(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest("base64");
+    // Every valid key (base64 of 16 bytes), and any 24 ASCII characters.
+    const validKey = fc.uint8Array({ minLength: 16, maxLength: 16 })
+      .map((bytes) => btoa(String.fromCharCode(...bytes)));
+    const ascii24 = fc.string({
+      unit: fc.integer({ min: 0, max: 0x7f }).map(String.fromCharCode),
+      minLength: 24,
+      maxLength: 24,
+    });
+    fc.assert(
+      fc.property(fc.oneof(validKey, ascii24), (key) => {
+        assert.equal(fastAccept(key), reference(key));
+        assert.equal(computeAccept(key), reference(key));
+      }),
+      { numRuns: 2000 },
+    );
+    // Anything else is left to node:crypto, with the same answer.
+    fc.assert(
+      fc.property(fc.string({ maxLength: 40 }), (key) => {
+        const fast = fastAccept(key);
+        if (key.length !== 24 || /[^\x00-\x7f]/.test(key)) assert.equal(fast, null);
+        else assert.equal(fast, reference(key));
+        assert.equal(computeAccept(key), reference(key));
+      }),
+      { numRuns: 2000 },
+    );
   });
 });
 
