@@ -831,8 +831,11 @@ async function runServers(tools: Tools, options: Options, report: Report): Promi
       const rows = new Map<string, ServerRow>();
       const measure = async (target: Target, round: string): Promise<void> => {
         const server = servers.get(target.id);
-        // Raw TCP echoes have no handshake.
-        if (server === undefined || (scenario === HANDSHAKE_SCENARIO && target.raw)) return;
+        // Raw TCP echoes have no handshake; the fixed-101 floors have nothing but one.
+        if (
+          server === undefined || (scenario === HANDSHAKE_SCENARIO && target.raw) ||
+          (scenario !== HANDSHAKE_SCENARIO && target.floor)
+        ) return;
         const row = rows.get(target.id) ?? { scenario: scenario.id, target: target.id, runs: [] };
         rows.set(target.id, row);
         progress(`${scenario.id.padEnd(14)} ${round} ${target.label.padEnd(20)} `);
@@ -1307,7 +1310,12 @@ interleaved rounds.
   \`Deno.upgradeWebSocket\`; Bun's built-in \`Bun.serve\` websocket handler; and a
   raw TCP echo per runtime (Deno \`conn.read\`/\`conn.write\` loop, Bun \`data\`
   callback writing back), the ceiling. The raw echo gets the same WebSocket
-  frames and sends them back byte for byte, still masked.
+  frames and sends them back byte for byte, still masked. In the handshake and
+  idle rows, a **fixed-101 floor** per runtime (\`bench/servers/*_floor.ts\`):
+  one constant \`101\` answer to whatever arrives first, then one pending read
+  until the peer leaves; no parsing, no key, no frames. It is what the
+  runtime's TCP API costs any server written on it: Sluice's own cost is the
+  difference.
 - **msg/s**: messages echoed back per second in the measured window, each
   connection keeping a fixed number of binary messages in flight. **MB/s**:
   echoed payload bytes received per second (10^6). **p50/p99**: round-trip time

@@ -29,6 +29,11 @@ export interface Target {
   ceiling?: string;
   /** Measured in the idle-connection scenario. */
   idle?: boolean;
+  /**
+   * A floor, not a WebSocket server: answers any head with a fixed 101 and
+   * holds the connection. Measured in the handshake and idle scenarios only.
+   */
+  floor?: boolean;
 }
 
 export const TARGETS: Target[] = [
@@ -79,6 +84,24 @@ export const TARGETS: Target[] = [
     runtime: "bun",
     script: "servers/bun_tcp_echo.ts",
     raw: true,
+  },
+  {
+    id: "deno-floor",
+    label: "Deno fixed-101 floor",
+    runtime: "deno",
+    script: "servers/deno_floor.ts",
+    peer: "deno-builtin",
+    idle: true,
+    floor: true,
+  },
+  {
+    id: "bun-floor",
+    label: "Bun fixed-101 floor",
+    runtime: "bun",
+    script: "servers/bun_floor.ts",
+    peer: "bun-builtin",
+    idle: true,
+    floor: true,
   },
 ];
 
