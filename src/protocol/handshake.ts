@@ -6,7 +6,7 @@
  */
 
 import { HandshakeError } from "./errors.ts";
-import { isToken, type RequestHead, type ResponseHead, splitList } from "./http.ts";
+import { hasToken, isToken, type RequestHead, type ResponseHead, splitList } from "./http.ts";
 
 /** The GUID of §1.3, appended to the key before hashing. */
 export const WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -92,14 +92,12 @@ export function validateUpgradeRequest(request: RequestHead, secure: boolean): U
   if (!HOST_PATTERN.test(host)) {
     throw new HandshakeError(400, `Invalid Host header: ${JSON.stringify(host.slice(0, 64))}`);
   }
-  const upgrade = splitList(headers.get("upgrade"));
-  if (!upgrade.some((token) => token.toLowerCase() === "websocket")) {
+  if (!hasToken(headers.get("upgrade"), "websocket")) {
     throw new HandshakeError(400, "Missing or invalid Upgrade header: expected 'websocket'", {
       Upgrade: "websocket",
     });
   }
-  const connection = splitList(headers.get("connection"));
-  if (!connection.some((token) => token.toLowerCase() === "upgrade")) {
+  if (!hasToken(headers.get("connection"), "upgrade")) {
     throw new HandshakeError(400, "Missing or invalid Connection header: expected 'Upgrade'");
   }
   const key = headers.get("sec-websocket-key");
@@ -137,9 +135,11 @@ export function validateUpgradeRequest(request: RequestHead, secure: boolean): U
     throw new HandshakeError(400, "Invalid request target or Host header");
   }
   // Absolute-form must be an http(s) URI (§4.1, RFC 9112 §3.2.2), without userinfo.
+  // (Origin-form is http(s) by construction, and the Host check leaves no room for userinfo.)
   if (
-    (url.protocol !== "http:" && url.protocol !== "https:") || url.username !== "" ||
-    url.password !== ""
+    !request.target.startsWith("/") &&
+    ((url.protocol !== "http:" && url.protocol !== "https:") || url.username !== "" ||
+      url.password !== "")
   ) {
     throw new HandshakeError(
       400,

@@ -63,13 +63,11 @@ export interface ServerHandshakeOptions {
   plainRequests?: boolean;
 }
 
-/** A valid upgrade request, with the head it came in and the bytes after it. */
+/** A valid upgrade request, with the head it came in (as text) and the bytes after it. */
 export interface ParsedUpgrade extends UpgradeRequest {
   /** The request's header fields (`fields.toHeaders()` builds a `Headers` object, once). */
   fields: HeadFields;
-  /** The request head's bytes, up to and including the blank line. */
-  head: Uint8Array;
-  /** The same head as text, one character per byte (cheaper to keep than the bytes). */
+  /** The request head as text (up to and including the blank line), one character per byte. */
   headText: string;
   /** Bytes received after the head (the client's first frames), owned by the caller. */
   rest: Uint8Array;
@@ -233,7 +231,6 @@ export class ServerHandshake {
       this.#request = {
         ...upgrade,
         fields: head.fields,
-        head: result.head,
         headText: text,
         rest: result.rest,
       };

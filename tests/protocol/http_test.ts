@@ -2,6 +2,7 @@ import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import {
   findHeadEnd,
+  hasToken,
   HeadReader,
   type HeadResult,
   isToken,
@@ -10,6 +11,7 @@ import {
   splitList,
 } from "../../src/protocol/http.ts";
 import { HandshakeError } from "../../src/protocol/errors.ts";
+import fc from "fast-check";
 import { bytes, concat, pattern, splits, utf8 } from "./_helpers.ts";
 
 /** A head given as a string of byte values (every char below U+0100). */
@@ -321,6 +323,36 @@ describe("splitList and isToken", () => {
     assert.deepEqual(splitList(""), []);
     assert.deepEqual(splitList(" a ,b,, ,\tc "), ["a", "b", "c"]);
     assert.deepEqual(splitList("keep-alive, Upgrade"), ["keep-alive", "Upgrade"]);
+  });
+
+  test("hasToken says what splitList with a case-insensitive compare says (fast-check)", () => {
+    assert.ok(hasToken("keep-alive, Upgrade", "upgrade"));
+    assert.ok(hasToken(" WebSocket\t", "websocket"));
+    assert.ok(!hasToken("websockets, web socket", "websocket"));
+    assert.ok(!hasToken(null, "upgrade"));
+    // Values from the characters a header value may hold, weighted towards the
+    // separators, spaces and letters of the tokens looked for.
+    const char = fc.oneof(
+      { weight: 6, arbitrary: fc.constantFrom(..."upgradeUPGRADEwebsocketWEBSOCKET") },
+      { weight: 3, arbitrary: fc.constantFrom(",", " ", "\t", "\u00a0") },
+      {
+        weight: 1,
+        arbitrary: fc.integer({ min: 0x20, max: 0xff }).map((c) =>
+          String.fromCharCode(c === 0x7f ? 0x20 : c)
+        ),
+      },
+    );
+    fc.assert(
+      fc.property(
+        fc.string({ unit: char, maxLength: 40 }),
+        fc.constantFrom("upgrade", "websocket"),
+        (value, token) => {
+          const expected = splitList(value).some((item) => item.toLowerCase() === token);
+          assert.equal(hasToken(value, token), expected, JSON.stringify(value));
+        },
+      ),
+      { numRuns: 5000 },
+    );
   });
 
   test("isToken accepts tchar only", () => {

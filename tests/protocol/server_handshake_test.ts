@@ -85,7 +85,7 @@ describe("ServerHandshake: a valid request", () => {
       assert.deepEqual(request.protocols, ["chat", "superchat"], name);
       assert.equal(request.url.href, "http://server.example.com/chat", name);
       assert.equal(request.origin, "http://example.com", name);
-      assert.equal(decoder.decode(request.head), REQUEST, name);
+      assert.equal(request.headText, REQUEST, name);
       const rest = concat(request.rest, input.subarray(fed));
       assert.deepEqual(Array.from(rest), Array.from(frame), name);
       const accepted = core.accept({ protocol: "chat" });
