@@ -359,6 +359,37 @@ describe("server handshake: limits", () => {
   });
 });
 
+describe("server handshake: connection URLs", () => {
+  test("each connection's url is the one it asked for, over many distinct URLs", async () => {
+    const urls: string[] = [];
+    await withServer({}, {
+      open(ws) {
+        urls.push(ws.url);
+      },
+    }, async (_server, port) => {
+      const asked: string[] = [];
+      // More distinct URLs than the server keeps strings for, then repeats.
+      const targets = [
+        ...Array.from({ length: 300 }, (_, i) => ({ host: HOST, path: `/room/${i}?q=${i}` })),
+        { host: "localhost", path: "/room/1?q=1" },
+        { host: HOST, path: "/" },
+        { host: HOST, path: "/room/1?q=1" },
+      ];
+      for (const { host, path } of targets) {
+        const client = await RawClient.connect(port);
+        try {
+          client.write(upgradeRequest(`${host}:${port}`, { path }));
+          assert.equal((await client.readResponse()).status, 101);
+          asked.push(`ws://${host}:${port}${path}`);
+        } finally {
+          client.destroy();
+        }
+      }
+      assert.deepEqual(urls, asked);
+    });
+  });
+});
+
 describe("server handshake: deadlines", () => {
   test("each handshake gets its own full handshakeTimeout; opened connections are untouched", async () => {
     const handshakeTimeout = 600;
