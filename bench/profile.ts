@@ -13,7 +13,9 @@
  *
  * Flags: `--target=ID` and `--scenario=ID` (ids as in bench/README.md),
  * `--duration=S` (default 5), `--warmup=S` (default 1), `--top=N` (default
- * 30). The raw profile is kept in `bench/results/`.
+ * 30), `--after=ID` (the same server first runs that scenario's load,
+ * unprofiled, as in the full benchmark, which runs every scenario against one
+ * server process). The raw profile is kept in `bench/results/`.
  *
  * @module
  */
@@ -127,12 +129,40 @@ async function waitFor(read: () => string, pattern: RegExp, ms: number): Promise
   }
 }
 
-/** A profile of one server under one scenario, with the load result of the same run. */
+/** The load generator's settings for `scenario` against `server`. */
+function loadConfig(
+  server: ServerProcess,
+  target: Target,
+  scenario: Scenario,
+  timing: { durationMs: number; warmupMs: number },
+): Config {
+  const handshakes = scenario === HANDSHAKE_SCENARIO;
+  return {
+    mode: handshakes ? "handshake" : "load",
+    hostname: "127.0.0.1",
+    port: server.port,
+    raw: target.raw === true,
+    connections: scenario.connections,
+    inflight: handshakes ? 1 : scenario.inflight,
+    size: scenario.size,
+    warmupMs: timing.warmupMs,
+    durationMs: timing.durationMs,
+    serverPid: server.pid,
+    ...(handshakes ? { batch: scenario.inflight } : {}),
+  };
+}
+
+/**
+ * A profile of one server under one scenario, with the load result of the
+ * same run; with `after`, the server first runs that scenario's load,
+ * unprofiled.
+ */
 export async function profileServer(
   tools: Tools,
   target: Target,
   scenario: Scenario,
   timing: { durationMs: number; warmupMs: number },
+  after?: Scenario,
 ): Promise<{ profile: CpuProfile; result: LoadResult; dir: string }> {
   const { durationMs, warmupMs } = timing;
   await Deno.mkdir(RESULTS, { recursive: true });
@@ -144,21 +174,8 @@ export async function profileServer(
   let profile: CpuProfile;
   let result: LoadResult;
   try {
-    const handshakes = scenario === HANDSHAKE_SCENARIO;
-    const config: Config = {
-      mode: handshakes ? "handshake" : "load",
-      hostname: "127.0.0.1",
-      port: server.port,
-      raw: target.raw === true,
-      connections: scenario.connections,
-      inflight: handshakes ? 1 : scenario.inflight,
-      size: scenario.size,
-      warmupMs,
-      durationMs,
-      serverPid: server.pid,
-      ...(handshakes ? { batch: scenario.inflight } : {}),
-    };
-    const load = runLoad(tools, config);
+    if (after !== undefined) await runLoad(tools, loadConfig(server, target, after, timing));
+    const load = runLoad(tools, loadConfig(server, target, scenario, timing));
     if (target.runtime === "deno") {
       const url = await waitFor(() => server.stderr, /Debugger listening on (ws:\S+)/, 10_000);
       await new Promise((resolve) => setTimeout(resolve, warmupMs));
@@ -189,6 +206,10 @@ async function main(): Promise<void> {
   );
   const target = TARGETS.find((t) => t.id === flags.get("target"));
   const scenario = [...SCENARIOS, HANDSHAKE_SCENARIO].find((s) => s.id === flags.get("scenario"));
+  const after = [...SCENARIOS, HANDSHAKE_SCENARIO].find((s) => s.id === flags.get("after"));
+  if (flags.has("after") && after === undefined) {
+    throw new Error(`Unknown scenario for --after: ${flags.get("after")}`);
+  }
   if (target === undefined || scenario === undefined) {
     throw new Error(
       `Usage: --target=${TARGETS.map((t) => t.id).join("|")} ` +
@@ -204,7 +225,7 @@ async function main(): Promise<void> {
   const { profile, result, dir } = await profileServer(tools, target, scenario, {
     durationMs,
     warmupMs,
-  });
+  }, after);
   const summary = summarize(profile);
   console.log(
     `${target.label}, ${scenario.label}: ${Math.round(result.messagesPerSec)} msg/s, ` +

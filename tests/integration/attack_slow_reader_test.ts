@@ -81,7 +81,16 @@ async function flood(clients: RawClient[], ms: number, abort: () => boolean): Pr
     for (let i = 0; i < 16_384; i++) {
       if (performance.now() - start > ms || abort() || socket.destroyed || client.ended) break;
       accepted += frame.length;
-      if (!socket.write(frame)) await waitForDrain(socket, 50);
+      if (socket.write(frame)) continue;
+      // Wait for room (within the flood's time): writing on regardless only
+      // queues the attacker's frames in its own memory, which this process's
+      // RSS, shared with the server, would count as the server's.
+      while (
+        socket.writableNeedDrain && !socket.destroyed && !client.ended &&
+        performance.now() - start <= ms && !abort()
+      ) {
+        await waitForDrain(socket, 50);
+      }
     }
   }));
   return accepted;
