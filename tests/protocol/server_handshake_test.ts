@@ -138,7 +138,8 @@ describe("ServerHandshake: a valid request", () => {
     fc.assert(
       fc.property(fc.string({ maxLength: 40 }), (key) => {
         const fast = fastAccept(key);
-        if (key.length !== 24 || /[^\x00-\x7f]/.test(key)) assert.equal(fast, null);
+        const ascii = [...key].every((c) => c.charCodeAt(0) <= 0x7f);
+        if (key.length !== 24 || !ascii) assert.equal(fast, null);
         else assert.equal(fast, reference(key));
         assert.equal(computeAccept(key), reference(key));
       }),
