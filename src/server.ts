@@ -725,7 +725,16 @@ class WebSocketServer<Data> implements Server {
         if (chunk === null) return h.end(null);
         if (!h.data(chunk)) return;
       }
-    })();
+    })().catch((error) => this.#handshakeFailed(h, error));
+  }
+
+  /** A bug in the handshake's own code: reported, and that connection (only) closed. */
+  #handshakeFailed(h: Handshake, error: unknown): void {
+    this.#report(toError(error), true);
+    h.reading = false;
+    if (this.#handshaking.get(h.transport) === h) this.#handshaking.delete(h.transport);
+    h.transport.close();
+    this.#maybeFinished();
   }
 
   /** Arms the one deadline timer for the oldest handshake, if any and not armed. */
@@ -747,12 +756,12 @@ class WebSocketServer<Data> implements Server {
       h.reading = false;
       this.#handshaking.delete(h.transport);
       // Only a client that can read HTTP, and is not being answered, is told why.
-      if (h.answering || h.transport.tlsHandshaking) h.transport.close();
-      else {answerAndClose(
-          h.transport,
-          h.core.reject(408, "Handshake not completed in time"),
-          false,
-        );}
+      if (h.answering || h.transport.tlsHandshaking) {
+        h.transport.close();
+      } else {
+        const response = h.core.reject(408, "Handshake not completed in time");
+        answerAndClose(h.transport, response, false);
+      }
     }
     this.#maybeFinished();
     this.#armDeadlines();
@@ -776,12 +785,14 @@ class WebSocketServer<Data> implements Server {
   #onVerdict(h: Handshake, verdict: HandshakeVerdict): boolean {
     h.reading = false;
     if (verdict.kind !== "upgrade" || this.#closing !== null) {
-      this.#settle(h, verdict, null, undefined);
+      this.#settle(h, verdict, null, undefined).catch((error) => this.#handshakeFailed(h, error));
       return false;
     }
     const decision = this.#decide(h.core, verdict.request, h.transport);
     if (decision instanceof Promise || "response" in decision) {
-      this.#settle(h, verdict, decision, undefined);
+      this.#settle(h, verdict, decision, undefined).catch((error) =>
+        this.#handshakeFailed(h, error)
+      );
       return false;
     }
     h.answering = true;
@@ -792,7 +803,7 @@ class WebSocketServer<Data> implements Server {
       written = Promise.reject(error);
     }
     if (written !== undefined) {
-      this.#settle(h, verdict, decision, written);
+      this.#settle(h, verdict, decision, written).catch((error) => this.#handshakeFailed(h, error));
       return false;
     }
     this.#handshaking.delete(h.transport);

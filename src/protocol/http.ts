@@ -244,6 +244,46 @@ function isFieldValueRange(text: string, from: number, to: number): boolean {
 }
 
 /**
+ * Field names of opening handshakes (and a few every browser sends), by
+ * length: a name that is one of these, in any case, is this very string
+ * rather than two new ones (a slice and its lowercase) per header line.
+ */
+const COMMON_NAMES: (string[] | undefined)[] = [];
+for (
+  const name of [
+    "host",
+    "upgrade",
+    "connection",
+    "origin",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-extensions",
+    "sec-websocket-protocol",
+    "user-agent",
+    "pragma",
+    "cache-control",
+    "accept-encoding",
+    "accept-language",
+    "cookie",
+    "authorization",
+    "content-length",
+    "content-type",
+    "accept",
+  ]
+) {
+  (COMMON_NAMES[name.length] ??= []).push(name);
+}
+
+/** The lowercase field name in `text[from..to)` (a valid token). */
+function fieldName(text: string, from: number, to: number): string {
+  const candidates = COMMON_NAMES[to - from];
+  if (candidates !== undefined) {
+    for (const name of candidates) if (equalsLowercase(text, from, name)) return name;
+  }
+  return text.slice(from, to).toLowerCase();
+}
+
+/**
  * Splits a head (ending in CRLF CRLF) into its start line and fields,
  * checking each field line. One pass by index, no regular expressions or
  * per-line strings beyond the name and value kept (handshakes parse one
@@ -275,7 +315,7 @@ function parseLines(text: string, status: number): { start: string; fields: Head
     if (!isFieldValueRange(text, from, to)) {
       throw new HandshakeError(status, `Invalid characters in header ${text.slice(at, colon)}`);
     }
-    list.push(text.slice(at, colon).toLowerCase(), text.slice(from, to));
+    list.push(fieldName(text, at, colon), text.slice(from, to));
   }
   return { start, fields: new HeadFields(list) };
 }

@@ -594,6 +594,54 @@ describe("property: header field lines", () => {
       settings(3000),
     );
   });
+
+  test("known field names in any case, and near misses, read as their lowercase", () => {
+    const names = [
+      "Host",
+      "Upgrade",
+      "Connection",
+      "Origin",
+      "Sec-WebSocket-Key",
+      "Sec-WebSocket-Version",
+      "Sec-WebSocket-Extensions",
+      "Sec-WebSocket-Protocol",
+      "User-Agent",
+      "Cookie",
+      "Accept",
+      // Same lengths, one character off.
+      "Hosts",
+      "Upgradf",
+      "Sec-WebSocket-Kez",
+      "Origim",
+      "X-Other",
+    ];
+    const name = fc.tuple(fc.constantFrom(...names), fc.array(fc.boolean(), { maxLength: 30 }))
+      .map(([n, flips]) =>
+        [...n].map((c, i) =>
+          flips[i] ? (c === c.toLowerCase() ? c.toUpperCase() : c.toLowerCase()) : c
+        )
+          .join("")
+      );
+    const fieldLine = fc.tuple(name, fc.constantFrom("a", " b ", "", "v, w")).map(([n, v]) =>
+      `${n}:${v}`
+    );
+    fc.assert(
+      fc.property(fc.array(fieldLine, { maxLength: 8 }), (lines) => {
+        const text = ["GET / HTTP/1.1", ...lines].join("\r\n") + "\r\n\r\n";
+        const reference = referenceFields(text);
+        assert.notEqual(reference, "400");
+        const head = parseRequestHead(text);
+        for (const [n] of reference as [string, string][]) {
+          const joined = (reference as [string, string][]).filter(([m]) => m === n).map(([, v]) =>
+            v
+          )
+            .join(", ");
+          assert.equal(head.fields.get(n), joined, JSON.stringify(text));
+        }
+      }),
+      settings(2000),
+    );
+  });
 });
 
 // ---------------------------------------------------------------------------
