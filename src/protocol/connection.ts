@@ -10,7 +10,7 @@
 
 import { frameHeaderSize, FrameParser, writeFrameHeader } from "./frame.ts";
 import { type InflateFunction, MessageAssembler, type MessageHandler } from "./message.ts";
-import { Opcode } from "./opcodes.ts";
+import { isControlOpcode, Opcode } from "./opcodes.ts";
 import { applyMask, nextMaskKey } from "./mask.ts";
 import { CloseCode, encodeClosePayload, isValidWireCloseCode } from "./close_codes.ts";
 import { WebSocketError } from "./errors.ts";
@@ -252,9 +252,17 @@ export class WebSocketProtocol {
     this.#assembler.deliverViews = value;
   }
 
-  /** Lets go of buffers kept for reuse; call it when the connection has gone quiet. */
+  /**
+   * Lets go of buffers kept for reuse (the small-message buffer, the output
+   * arena once all of it was taken); call it when the connection has gone
+   * quiet. Frames already taken keep their bytes.
+   */
   releaseIdleMemory(): void {
     this.#assembler.releaseSlab();
+    if (this.#arenaEnd === this.#arenaStart) {
+      this.#arena = null;
+      this.#arenaStart = this.#arenaEnd = 0;
+    }
   }
 
   /**
@@ -462,10 +470,13 @@ export class WebSocketProtocol {
     }
     let frame: Uint8Array;
     let at: number;
-    if (size <= ARENA_SIZE / 2) {
+    if (size <= ARENA_SIZE / 2 && (this.#arena !== null || !isControlOpcode(opcode))) {
       at = this.#reserve(size);
       frame = this.#arena!;
     } else {
+      // Large frames get their own buffer; so do control frames when no
+      // arena is in use: a keepalive ping on an idle connection must not
+      // make it hold a 16 KiB arena until the next period.
       this.#sealArena();
       frame = this.#allocate(size);
       at = 0;

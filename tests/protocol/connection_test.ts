@@ -186,6 +186,60 @@ describe("WebSocketProtocol: pings (§5.5.2)", () => {
   }
 });
 
+describe("WebSocketProtocol: memory of a quiet connection", () => {
+  for (const role of ["server", "client"] as const) {
+    test(`${role}: control frames on a quiet connection start no output arena`, () => {
+      const sizes: number[] = [];
+      const allocate = (size: number) => {
+        sizes.push(size);
+        return new Uint8Array(size);
+      };
+      const { ws } = connection(role, { allocate });
+      // Keepalive pings and answers on a connection that never sent data.
+      ws.ping(utf8("keepalive"));
+      ws.receive(peerFrame(role, { opcode: Opcode.Ping, payload: utf8("p") }));
+      const frames = sent(ws);
+      assert.deepEqual(frames.map((f) => [f.opcode, f.payload]), [
+        [Opcode.Ping, utf8("keepalive")],
+        [Opcode.Pong, utf8("p")],
+      ]);
+      for (const frame of frames) assertSentBy(role, frame);
+      assert.ok(sizes.every((size) => size < 64), `allocated ${sizes.join(", ")} bytes`);
+
+      // Data frames use the arena; a ping then shares it (no new buffer).
+      ws.sendBinary(pattern(100));
+      const arenas = sizes.length;
+      assert.ok(sizes[arenas - 1] >= 16 * 1024, "the first data frame starts an arena");
+      ws.ping(utf8("in the arena"));
+      assert.equal(sizes.length, arenas, "a ping next to data frames takes no buffer of its own");
+      assert.deepEqual(sent(ws).map((f) => f.opcode), [Opcode.Binary, Opcode.Ping]);
+
+      // Quiet again: the arena goes; the next ping does not bring it back,
+      // and a later data frame gets a new one.
+      ws.releaseIdleMemory();
+      ws.ping(utf8("quiet"));
+      // Its own small buffer: the arena is gone.
+      assert.equal(sizes.length, arenas + 1, "the quiet ping did not get a buffer of its own");
+      assert.ok(sizes[arenas] < 64, `allocated ${sizes[arenas]} bytes`);
+      ws.sendBinary(pattern(10));
+      assert.ok(sizes[sizes.length - 1] >= 16 * 1024, "a new arena for the next data frame");
+      const after = sent(ws);
+      assert.deepEqual(after.map((f) => [f.opcode, f.payload]), [
+        [Opcode.Ping, utf8("quiet")],
+        [Opcode.Binary, pattern(10)],
+      ]);
+    });
+
+    test(`${role}: releasing idle memory keeps frames queued but not yet taken`, () => {
+      const { ws } = connection(role);
+      ws.sendBinary(pattern(300));
+      ws.releaseIdleMemory(); // the frame is still in the arena, not taken
+      ws.sendBinary(pattern(5));
+      assert.deepEqual(sent(ws).map((f) => f.payload), [pattern(300), pattern(5)]);
+    });
+  }
+});
+
 describe("WebSocketProtocol: closing handshake (§5.5.1, §7)", () => {
   for (const role of ["server", "client"] as const) {
     test(`${role}: a received close is echoed with its code and the connection is CLOSED`, () => {
