@@ -21,10 +21,10 @@
  */
 
 import type { LoadResult } from "./lib/proc.ts";
-import type { Config } from "./loadgen.ts";
 import {
   findTools,
   HANDSHAKE_SCENARIO,
+  loadConfig,
   runLoad,
   type Scenario,
   SCENARIOS,
@@ -129,29 +129,6 @@ async function waitFor(read: () => string, pattern: RegExp, ms: number): Promise
   }
 }
 
-/** The load generator's settings for `scenario` against `server`. */
-function loadConfig(
-  server: ServerProcess,
-  target: Target,
-  scenario: Scenario,
-  timing: { durationMs: number; warmupMs: number },
-): Config {
-  const handshakes = scenario === HANDSHAKE_SCENARIO;
-  return {
-    mode: handshakes ? "handshake" : "load",
-    hostname: "127.0.0.1",
-    port: server.port,
-    raw: target.raw === true,
-    connections: scenario.connections,
-    inflight: handshakes ? 1 : scenario.inflight,
-    size: scenario.size,
-    warmupMs: timing.warmupMs,
-    durationMs: timing.durationMs,
-    serverPid: server.pid,
-    ...(handshakes ? { batch: scenario.inflight } : {}),
-  };
-}
-
 /**
  * A profile of one server under one scenario, with the load result of the
  * same run; with `after`, the server first runs that scenario's load,
@@ -174,8 +151,8 @@ export async function profileServer(
   let profile: CpuProfile;
   let result: LoadResult;
   try {
-    if (after !== undefined) await runLoad(tools, loadConfig(server, target, after, timing));
-    const load = runLoad(tools, loadConfig(server, target, scenario, timing));
+    if (after !== undefined) await runLoad(tools, loadConfig(server, after, timing));
+    const load = runLoad(tools, loadConfig(server, scenario, timing));
     if (target.runtime === "deno") {
       const url = await waitFor(() => server.stderr, /Debugger listening on (ws:\S+)/, 10_000);
       await new Promise((resolve) => setTimeout(resolve, warmupMs));

@@ -42,7 +42,7 @@
 import { type LoadResult, machineCpuSeconds, sleep } from "./lib/proc.ts";
 import type { BroadcastConfig, BroadcastResult } from "./clients/broadcast_load.ts";
 import { RedisProcess } from "../tests/_redis.ts";
-import type { Config, IdleResult } from "./loadgen.ts";
+import type { IdleResult } from "./loadgen.ts";
 import { profileServer } from "./profile.ts";
 import { type Stage, STAGE_NOTES, STAGES, stageShares } from "./lib/breakdown.ts";
 import {
@@ -53,6 +53,7 @@ import {
   type ClientTarget,
   findTools,
   HANDSHAKE_SCENARIO,
+  loadConfig,
   runJson,
   runLoad,
   runtimeArgv,
@@ -778,27 +779,6 @@ async function waitForQuiet(options: Options): Promise<void> {
   progress(`(still ${Math.round(busy)}% busy, running anyway) `);
 }
 
-function loadConfig(
-  options: Options,
-  server: ServerProcess,
-  scenario: Scenario,
-): Config {
-  const handshakes = scenario === HANDSHAKE_SCENARIO;
-  return {
-    mode: handshakes ? "handshake" : "load",
-    hostname: "127.0.0.1",
-    port: server.port,
-    raw: server.target.raw === true,
-    connections: scenario.connections,
-    inflight: handshakes ? 1 : scenario.inflight,
-    size: scenario.size,
-    warmupMs: options.warmupMs,
-    durationMs: options.durationMs,
-    serverPid: server.pid,
-    ...(handshakes ? { batch: scenario.inflight } : {}),
-  };
-}
-
 /** The server scenarios this run measures: the echo ones, then handshakes. */
 function serverScenarios(options: Options): Scenario[] {
   const all = options.skip.has("handshakes") ? SCENARIOS : [...SCENARIOS, HANDSHAKE_SCENARIO];
@@ -842,7 +822,7 @@ async function runServers(tools: Tools, options: Options, report: Report): Promi
         try {
           await waitForQuiet(options);
           const result = await retryOnce(() =>
-            runLoad(tools, loadConfig(options, server, scenario))
+            runLoad(tools, loadConfig(server, scenario, options))
           );
           row.runs.push(result);
           progress(`${fmt(result.messagesPerSec)} msg/s\n`);

@@ -349,6 +349,28 @@ export async function runLoad(tools: Tools, config: Config): Promise<LoadResult>
 }
 
 /** `sh` raises the open-file limit (10 000 idle sockets), then execs the pinned command. */
+/** The load generator's settings for `scenario` against a running server. */
+export function loadConfig(
+  server: ServerProcess,
+  scenario: Scenario,
+  timing: { durationMs: number; warmupMs: number },
+): Config {
+  const handshakes = scenario === HANDSHAKE_SCENARIO;
+  return {
+    mode: handshakes ? "handshake" : "load",
+    hostname: "127.0.0.1",
+    port: server.port,
+    raw: server.target.raw === true,
+    connections: scenario.connections,
+    inflight: handshakes ? 1 : scenario.inflight,
+    size: scenario.size,
+    warmupMs: timing.warmupMs,
+    durationMs: timing.durationMs,
+    serverPid: server.pid,
+    ...(handshakes ? { batch: scenario.inflight } : {}),
+  };
+}
+
 export function spawn(tools: Tools, core: "server" | "load", argv: string[]): Deno.ChildProcess {
   const script = 'ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"; exec "$@"';
   const pin = tools.pin === null ? [] : ["taskset", "-c", String(tools.pin[core])];
