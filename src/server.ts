@@ -784,31 +784,26 @@ class WebSocketServer<Data> implements Server {
    */
   #onVerdict(h: Handshake, verdict: HandshakeVerdict): boolean {
     h.reading = false;
-    if (verdict.kind !== "upgrade" || this.#closing !== null) {
-      this.#settle(h, verdict, null, undefined).catch((error) => this.#handshakeFailed(h, error));
-      return false;
-    }
-    const decision = this.#decide(h.core, verdict.request, h.transport);
-    if (decision instanceof Promise || "response" in decision) {
-      this.#settle(h, verdict, decision, undefined).catch((error) =>
-        this.#handshakeFailed(h, error)
-      );
-      return false;
-    }
-    h.answering = true;
+    let decision: Decision<Data> | Promise<Decision<Data>> | null = null;
     let written: Promise<void> | undefined;
-    try {
-      written = h.transport.write(decision.accepted.response);
-    } catch (error) {
-      written = Promise.reject(error);
+    if (verdict.kind === "upgrade" && this.#closing === null) {
+      decision = this.#decide(h.core, verdict.request, h.transport);
+      if (!(decision instanceof Promise) && !("response" in decision)) {
+        h.answering = true;
+        try {
+          written = h.transport.write(decision.accepted.response);
+        } catch (error) {
+          written = Promise.reject(error);
+        }
+        if (written === undefined) {
+          this.#handshaking.delete(h.transport);
+          this.#open(h.transport, verdict.request, decision);
+          return true;
+        }
+      }
     }
-    if (written !== undefined) {
-      this.#settle(h, verdict, decision, written).catch((error) => this.#handshakeFailed(h, error));
-      return false;
-    }
-    this.#handshaking.delete(h.transport);
-    this.#open(h.transport, verdict.request, decision);
-    return true;
+    this.#settle(h, verdict, decision, written).catch((error) => this.#handshakeFailed(h, error));
+    return false;
   }
 
   /**

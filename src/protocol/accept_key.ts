@@ -1,6 +1,6 @@
 /**
  * `Sec-WebSocket-Accept` for a valid `Sec-WebSocket-Key` (RFC 6455 §4.2.2),
- * synchronously and without allocating: SHA-1 (RFC 3174) of the 24 key
+ * synchronously, with reused buffers: SHA-1 (RFC 3174) of the 24 key
  * characters followed by the GUID is exactly two 64-byte blocks, the second
  * of which never changes, so its message schedule is computed once. The
  * runtimes' `node:crypto` hash costs 1-1.7 µs per handshake in objects and
@@ -9,7 +9,7 @@
  * @module
  */
 
-import { WEBSOCKET_GUID } from "./handshake.ts";
+import { toBase64, WEBSOCKET_GUID } from "./handshake.ts";
 
 /** The first block: the 24 key bytes (written per call), the GUID, 0x80, zeros. */
 const BLOCK = new Uint8Array(64);
@@ -57,14 +57,8 @@ function compress(w: Int32Array): void {
   H[4] = (H[4] + e) | 0;
 }
 
-/** Base64 alphabet by 6-bit value, as char codes. */
-const BASE64 = Uint8Array.from(
-  "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
-  (c) => c.charCodeAt(0),
-);
-/** The 28 characters of the answer, reused (the last is always "="). */
-const OUT = new Uint16Array(28);
-OUT[27] = 0x3d;
+/** The 20 digest bytes, reused. */
+const DIGEST = new Uint8Array(20);
 
 /**
  * The accept value for `key`, or `null` when `key` is not 24 ASCII
@@ -89,23 +83,12 @@ export function fastAccept(key: string): string | null {
   for (let t = 16; t < 80; t++) W[t] = rotl1(W[t - 3] ^ W[t - 8] ^ W[t - 14] ^ W[t - 16]);
   compress(W);
   compress(W2);
-  // 20 bytes: six 3-byte groups of four characters, then two bytes of three and "=".
-  let at = 0;
-  for (let i = 0; i < 18; i += 3) {
-    const n = (byte(i) << 16) | (byte(i + 1) << 8) | byte(i + 2);
-    OUT[at++] = BASE64[n >>> 18];
-    OUT[at++] = BASE64[(n >>> 12) & 63];
-    OUT[at++] = BASE64[(n >>> 6) & 63];
-    OUT[at++] = BASE64[n & 63];
+  for (let i = 0; i < 5; i++) {
+    const h = H[i];
+    DIGEST[i << 2] = h >>> 24;
+    DIGEST[(i << 2) + 1] = h >>> 16;
+    DIGEST[(i << 2) + 2] = h >>> 8;
+    DIGEST[(i << 2) + 3] = h;
   }
-  const n = (byte(18) << 8) | byte(19);
-  OUT[24] = BASE64[n >>> 10];
-  OUT[25] = BASE64[(n >>> 4) & 63];
-  OUT[26] = BASE64[(n << 2) & 63];
-  return String.fromCharCode.apply(null, OUT as unknown as number[]);
-}
-
-/** Byte `i` of the digest (big-endian words of `H`). */
-function byte(i: number): number {
-  return (H[i >> 2] >>> (24 - ((i & 3) << 3))) & 0xff;
+  return toBase64(DIGEST);
 }

@@ -21,7 +21,8 @@ export function isValidHost(host: string): boolean {
   return HOST_PATTERN.test(host);
 }
 
-function toBase64(bytes: Uint8Array): string {
+/** Base64 of `bytes` (short ones: keys and digests). */
+export function toBase64(bytes: Uint8Array): string {
   let binary = "";
   for (let i = 0; i < bytes.length; i++) binary += String.fromCharCode(bytes[i]);
   return btoa(binary);

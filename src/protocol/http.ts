@@ -385,7 +385,7 @@ export function hasToken(value: string | null, token: string): boolean {
 
 /** What `String.prototype.trim` removes, among the characters a header value can hold. */
 function isListSpace(code: number): boolean {
-  return code === 0x20 || code === 0x09 || code === 0xa0;
+  return isSpaceOrTab(code) || code === 0xa0;
 }
 
 /** Whether `value[at..at + token.length)` is `token` (lowercase ASCII) in any ASCII case. */
