@@ -644,6 +644,7 @@ class WebSocketServer<Data> implements Server {
     for (const transport of this.#handshaking.keys()) transport.close();
     this.#handshaking.clear();
     clearTimeout(this.#deadlineTimer);
+    this.#deadlineTimer = undefined;
     // Idle HTTP connections close now; busy ones after their current response.
     for (const http of this.#http) http.close();
     for (const ws of this.#connections) {
@@ -810,7 +811,8 @@ class WebSocketServer<Data> implements Server {
    * The rest of a handshake whose verdict needs waiting for: the
    * application's `onUpgrade`, an error answer (and reading the client's
    * input until it leaves), a 101 the kernel did not take at once, or a plain
-   * HTTP request (with a `fetch` option). Never rejects.
+   * HTTP request (with a `fetch` option). Rejects only on a bug of its own,
+   * which the caller reports.
    */
   async #settle(
     h: Handshake,
