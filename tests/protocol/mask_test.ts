@@ -1,6 +1,13 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { applyMask, nextMaskKey, unmaskCopySmall, unmaskInto } from "../../src/protocol/mask.ts";
+import {
+  applyMask,
+  nextMaskKey,
+  SIMD_THRESHOLD,
+  unmaskCopySmall,
+  unmaskInto,
+} from "../../src/protocol/mask.ts";
+import { SCRATCH_SIZE, SIMD_BLOCK, simdMask } from "../../src/protocol/mask_simd.ts";
 import { bytes, hex, KEY, naiveMask, pattern } from "./_helpers.ts";
 
 const MASKS = [
@@ -138,6 +145,86 @@ describe("unmaskInto", () => {
     unmaskInto(src, dst, 2, null);
     assert.deepEqual(dst.subarray(2), src);
     assert.deepEqual(dst.subarray(0, 2), bytes(0, 0));
+  });
+});
+
+describe("masking large payloads through WebAssembly SIMD", () => {
+  // Lengths around every edge of the SIMD path: the threshold, whole blocks,
+  // one scratch page, and several pages with a tail.
+  const LENGTHS = [
+    SIMD_THRESHOLD - 1,
+    SIMD_THRESHOLD,
+    SIMD_THRESHOLD + 1,
+    SIMD_THRESHOLD + SIMD_BLOCK - 1,
+    4096,
+    SCRATCH_SIZE - 1,
+    SCRATCH_SIZE,
+    SCRATCH_SIZE + 1,
+    SCRATCH_SIZE + SIMD_BLOCK,
+    3 * SCRATCH_SIZE + 17,
+  ];
+
+  test("the module loads on this runtime (a silent fall back to the word loop would hide a regression)", () => {
+    assert.ok(simdMask !== null, "WebAssembly SIMD masking did not load");
+    assert.equal(simdMask.scratch.length, SCRATCH_SIZE);
+  });
+
+  test("applyMask matches §5.3 at every edge, offset and alignment, touching nothing around", () => {
+    for (const mask of MASKS) {
+      for (const length of LENGTHS) {
+        for (const [byteOffset, offset] of [[0, 0], [1, 1], [2, 3], [3, 2], [0, 5]]) {
+          const backing = pattern(byteOffset + length + 5, length);
+          const before = backing.slice();
+          applyMask(backing.subarray(byteOffset, byteOffset + length), mask, offset);
+          const expected = before.slice();
+          expected.set(
+            naiveMask(before.subarray(byteOffset, byteOffset + length), mask, offset),
+            byteOffset,
+          );
+          assert.deepEqual(
+            backing,
+            expected,
+            `mask ${hex(mask)}, length ${length}, byteOffset ${byteOffset}, offset ${offset}`,
+          );
+        }
+      }
+    }
+  });
+
+  test("unmaskInto matches §5.3 at every edge, never changes src, touches nothing else in dst", () => {
+    for (const length of LENGTHS) {
+      for (const [dstOffset, offset] of [[0, 0], [1, 2], [3, 1], [6, 7]]) {
+        const backing = pattern(length + 2, 11);
+        const src = backing.subarray(1, 1 + length);
+        const before = backing.slice();
+        const dst = new Uint8Array(dstOffset + length + 3).fill(0xee);
+        unmaskInto(src, dst, dstOffset, KEY, offset);
+        assert.deepEqual(backing, before, "src must not change");
+        const expected = new Uint8Array(dst.length).fill(0xee);
+        expected.set(naiveMask(src, KEY, offset), dstOffset);
+        assert.deepEqual(
+          dst,
+          expected,
+          `length ${length}, dstOffset ${dstOffset}, offset ${offset}`,
+        );
+      }
+    }
+  });
+
+  test("a large payload masked in pieces of any size at their offsets equals masking it whole", () => {
+    const original = pattern(2 * SCRATCH_SIZE + 333, 5);
+    const whole = naiveMask(original, KEY);
+    for (const cut of [1, 63, SIMD_THRESHOLD + 3, SCRATCH_SIZE - 1, SCRATCH_SIZE + 65]) {
+      const inPlace = original.slice();
+      const copied = new Uint8Array(original.length);
+      for (let at = 0; at < original.length; at += cut) {
+        const end = Math.min(at + cut, original.length);
+        applyMask(inPlace.subarray(at, end), KEY, at);
+        unmaskInto(original.subarray(at, end), copied, at, KEY, at);
+      }
+      assert.deepEqual(inPlace, whole, `in place, pieces of ${cut}`);
+      assert.deepEqual(copied, whole, `copied, pieces of ${cut}`);
+    }
   });
 });
 
