@@ -11,7 +11,7 @@
 import { frameHeaderSize, FrameParser, writeFrameHeader } from "./frame.ts";
 import { type InflateFunction, MessageAssembler, type MessageHandler } from "./message.ts";
 import { isControlOpcode, Opcode } from "./opcodes.ts";
-import { applyMask, nextMaskKey } from "./mask.ts";
+import { nextMaskKey, unmaskInto } from "./mask.ts";
 import { CloseCode, encodeClosePayload, isValidWireCloseCode } from "./close_codes.ts";
 import { WebSocketError } from "./errors.ts";
 import { roomBefore } from "./frame_room.ts";
@@ -484,9 +484,7 @@ export class WebSocketProtocol {
     }
     writeFrameHeader(frame, at, opcode, length, true, rsv1, mask);
     if (length > 0) {
-      const start = at + headerSize;
-      frame.set(payload, start);
-      if (mask !== null) applyMask(frame.subarray(start, start + length), mask);
+      unmaskInto(payload, frame, at + headerSize, mask);
     }
   }
 

@@ -15,7 +15,7 @@
  */
 
 import { isControlOpcode, isReservedOpcode } from "./opcodes.ts";
-import { applyMask, nextMaskKey } from "./mask.ts";
+import { nextMaskKey, unmaskInto } from "./mask.ts";
 import { protocolError, tooBigError } from "./errors.ts";
 
 /** A parsed frame header. Parsers reuse one object: copy what you keep. */
@@ -125,10 +125,12 @@ export function encodeFrame(
     mask,
   );
   if (payload.length > 0) {
-    out.set(payload, headerSize);
-    if (mask !== null) {
-      applyMask(out.subarray(headerSize), out.subarray(headerSize - 4, headerSize));
-    }
+    unmaskInto(
+      payload,
+      out,
+      headerSize,
+      mask === null ? null : out.subarray(headerSize - 4, headerSize),
+    );
   }
   return out;
 }

@@ -111,8 +111,9 @@ function simdXor(
 }
 
 /**
- * Copies `src` into `dst` at `dstOffset` and unmasks the copy, leaving `src`
- * untouched. `offset` is the position of `src[0]` within its frame payload.
+ * Copies `src` into `dst` at `dstOffset` and (un)masks the copy (the same XOR
+ * either way), leaving `src` untouched. `offset` is the position of `src[0]`
+ * within its frame payload.
  */
 export function unmaskInto(
   src: Uint8Array,
