@@ -440,17 +440,20 @@ export class MessageAssembler implements FrameHandler {
    */
   #takeView(chunk: Uint8Array, start: number, end: number): void {
     const n = end - start;
-    const room = this.#frameRoom ? frameHeaderSize(n, false) : 0;
-    // The bytes just before the payload in this chunk are its own frame
-    // header (a client's, 4 bytes longer than a server's): free to reuse.
-    const roomy = room > 0 && start >= room;
-    const view = this.#ownedInput && 2 * n >= chunk.length
-      ? chunk.subarray(start, end)
-      : roomy
-      ? chunk.slice(start - room, end).subarray(room)
-      : chunk.slice(start, end);
-    if (this.#mask !== null) applyMask(view, this.#mask, 0);
-    if (roomy) giveRoom(view, room);
+    if (this.#ownedInput && 2 * n >= chunk.length) {
+      const view = chunk.subarray(start, end);
+      if (this.#mask !== null) applyMask(view, this.#mask, 0);
+      // The bytes just before the payload in this chunk are its own frame
+      // header (a client's, 4 bytes longer than a server's): free to reuse.
+      const room = this.#frameRoom ? frameHeaderSize(n, false) : 0;
+      if (room > 0 && start >= room) giveRoom(view, room);
+      this.#frameBuf = view;
+      return;
+    }
+    // A fresh buffer, unmasked while copied (one pass through the SIMD
+    // scratch rather than a copy and then a masking pass).
+    const view = this.#frameRoom ? this.#allocateWithRoom(n) : this.#allocate(n);
+    unmaskInto(chunk.subarray(start, end), view, 0, this.#mask, 0);
     this.#frameBuf = view;
   }
 
