@@ -66,9 +66,14 @@ async function checkEcho(url: string): Promise<void> {
   ws.send("hello");
   ws.send(new Uint8Array([0, 1, 2, 255]));
   ws.send("");
+  // Large enough for the WebAssembly masking path on both sides (it must load
+  // in a compiled binary too), with an odd length for the tail.
+  const large = new Uint8Array(200_003).map((_, i) => (i * 7 + (i >> 9)) & 0xff);
+  ws.send(large);
   assert.equal((await reader.read()).value, "hello");
   assert.deepEqual((await reader.read()).value, new Uint8Array([0, 1, 2, 255]));
   assert.equal((await reader.read()).value, "");
+  assert.deepEqual((await reader.read()).value, large);
   reader.releaseLock();
   ws.close(1000);
   assert.equal((await ws.closed).closeCode, 1000);
