@@ -875,6 +875,22 @@ export class ConnectionDriver {
     this.#flushed();
   }
 
+  /**
+   * A write its owner started on the transport before handing it over (the
+   * server's 101, which a transport may settle later): output waits for it,
+   * and its failure fails the connection, as for the driver's own writes.
+   */
+  adoptWrite(pending: Promise<void>): void {
+    this.#writing = true;
+    pending.then(() => {
+      this.#writing = false;
+      this.#writeChunks([], 0);
+    }, (err) => {
+      this.#writing = false;
+      this.#writeFailed(err);
+    });
+  }
+
   #writeFailed(err: unknown): void {
     this.#inFlight = 0;
     if (!this.#transportClosed) this.#fail(toError(err));

@@ -290,8 +290,8 @@ export interface Server {
   /** The server's base URL, e.g. `ws://127.0.0.1:8080/`. */
   readonly url: string;
   /**
-   * Connections currently open: a connection joins once its `101` response
-   * is written, just before its `open` event, and leaves as it finishes, so
+   * Connections currently open: a connection joins as its `101` response
+   * goes out, just before its `open` event, and leaves as it finishes, so
    * `for (const ws of server.connections) ws.send(x)` reaches only
    * connections that can send.
    */
@@ -778,10 +778,12 @@ class WebSocketServer<Data> implements Server {
 
   /**
    * The core's verdict on a complete head. An upgrade that needs nothing
-   * waited for (no `onUpgrade`, the 101 taken by the kernel at once) opens
-   * here, in the transport's data callback: `true`, the connection's bytes
-   * now go to its driver. Anything else continues in `#settle`: `false`,
-   * `h` takes no more bytes.
+   * waited for (no `onUpgrade`) opens here, in the transport's data callback:
+   * `true`, the connection's bytes now go to its driver. A 101 still in
+   * flight (Deno settles every write later) does not hold it back: transports
+   * keep writes in order, and the driver waits for that write as for its own,
+   * failing the connection if it fails. Anything else continues in
+   * `#settle`: `false`, `h` takes no more bytes.
    */
   #onVerdict(h: Handshake, verdict: HandshakeVerdict): boolean {
     h.reading = false;
@@ -791,14 +793,16 @@ class WebSocketServer<Data> implements Server {
       decision = this.#decide(h.core, verdict.request, h.transport);
       if (!(decision instanceof Promise) && !("response" in decision)) {
         h.answering = true;
+        let failed = false;
         try {
           written = h.transport.write(decision.accepted.response);
         } catch (error) {
           written = Promise.reject(error);
+          failed = true;
         }
-        if (written === undefined) {
+        if (!failed) {
           this.#handshaking.delete(h.transport);
-          this.#open(h.transport, verdict.request, decision);
+          this.#open(h.transport, verdict.request, decision, written);
           return true;
         }
       }
@@ -810,7 +814,7 @@ class WebSocketServer<Data> implements Server {
   /**
    * The rest of a handshake whose verdict needs waiting for: the
    * application's `onUpgrade`, an error answer (and reading the client's
-   * input until it leaves), a 101 the kernel did not take at once, or a plain
+   * input until it leaves), a 101 whose write failed at once, or a plain
    * HTTP request (with a `fetch` option). Rejects only on a bug of its own,
    * which the caller reports.
    */
@@ -1061,6 +1065,7 @@ class WebSocketServer<Data> implements Server {
     transport: Transport,
     request: ParsedUpgrade,
     decision: { accepted: AcceptedUpgrade; codec: PerMessageDeflate | null; data: Data },
+    written?: Promise<void>,
   ): void {
     const { protocol, extensions } = decision.accepted;
     const ws = new WebSocketConnection<Data>(
@@ -1073,7 +1078,14 @@ class WebSocketServer<Data> implements Server {
     // connection that finishes during _start() is removed by onFinish.
     this.#connections.add(ws);
     ws._start(
-      { transport, protocol, extensions, headers: request.headText, codec: decision.codec },
+      {
+        transport,
+        protocol,
+        extensions,
+        headers: request.headText,
+        codec: decision.codec,
+        written,
+      },
       request.rest,
     );
   }

@@ -124,6 +124,8 @@ export interface AttachInit {
   codec: MessageCodec | null;
   /** Open in a later task even on the server side, so the caller can attach listeners first. */
   deferOpen?: boolean;
+  /** The 101 response's write, still in flight: the driver waits for it as for its own. */
+  written?: Promise<void>;
 }
 
 /** Bits of `WebSocketConnection.#listened`, by event type. */
@@ -849,6 +851,7 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
       new WebSocketConnection.#DriverEvents(this),
     );
     this.#driver = driver;
+    if (attach.written !== undefined) driver.adoptWrite(attach.written);
     if (init.role === "server" && attach.deferOpen !== true) return this.#open(driver, initial);
     // A client's caller gets the connection only after this returns (when
     // `await connect()` resumes): open it, and deliver bytes that came with
