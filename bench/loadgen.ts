@@ -51,6 +51,11 @@ export interface Config {
   batch?: number;
   /** Milliseconds to let the server settle before reading its memory (idle mode). */
   settleMs?: number;
+  /**
+   * Idle mode: also keep the connections open (answering keepalive pings)
+   * this long after they opened, and read the memory again at the end.
+   */
+  steadyMs?: number;
 }
 
 /** What idle mode reports. */
@@ -59,6 +64,10 @@ export interface IdleResult {
   rssBeforeKiB: number;
   rssAfterKiB: number;
   perConnectionKiB: number;
+  /** With `steadyMs`: per connection at the end of it. */
+  steadyPerConnectionKiB?: number;
+  /** With `steadyMs`: per connection every 5 s from the first reading on. */
+  series?: number[];
   openSeconds: number;
   errors: number;
 }
@@ -97,6 +106,8 @@ class Conn {
   skip = 0;
   /** The current frame ends a data message (FIN, not a control frame). */
   counts = false;
+  /** The payload of a ping being read, to be answered with the same bytes. */
+  ping: number[] | null = null;
   /** Send times of the messages in flight, oldest first (a ring). */
   times: Float64Array;
   first = 0;
@@ -173,6 +184,7 @@ function parse(c: Conn, buf: Uint8Array, start: number): number {
   while (i < n) {
     if (c.skip > 0) {
       const avail = n - i;
+      if (c.ping !== null) c.ping.push(...buf.subarray(i, i + Math.min(avail, c.skip)));
       if (avail < c.skip) {
         c.skip -= avail;
         return done;
@@ -180,6 +192,7 @@ function parse(c: Conn, buf: Uint8Array, start: number): number {
       i += c.skip;
       c.skip = 0;
       if (c.counts) done++;
+      if (c.ping !== null) pong(c);
       continue;
     }
     const left = n - i;
@@ -204,11 +217,29 @@ function parse(c: Conn, buf: Uint8Array, start: number): number {
     i += header;
     // FIN set and not a control frame: the end of a data message.
     c.counts = (b0 & 0x80) !== 0 && (b0 & 0x08) === 0;
+    // A server's keepalive ping (unmasked: raw echo targets send none).
+    if ((b0 & 0x0f) === 0x9 && header === 2) c.ping = [];
     if (length === 0) {
       if (c.counts) done++;
+      if (c.ping !== null) pong(c);
     } else c.skip = length;
   }
   return done;
+}
+
+/**
+ * Answers the ping just read with a pong carrying its payload (§5.5.3), so
+ * servers with keepalive keep idle connections open: masked, as a client's
+ * frames must be, with an all-zero key (the payload goes as it is).
+ */
+function pong(c: Conn): void {
+  const payload = c.ping!;
+  c.ping = null;
+  const out = new Uint8Array(6 + payload.length);
+  out[0] = 0x8a;
+  out[1] = 0x80 | payload.length;
+  out.set(payload, 6);
+  write(c, out);
 }
 
 function onFrames(c: Conn, buf: Uint8Array, start: number): void {
@@ -373,17 +404,32 @@ async function runIdle(): Promise<IdleResult> {
   const t0 = performance.now();
   const conns = await openMany(config.connections, config.batch ?? 500);
   const openSeconds = (performance.now() - t0) / 1000;
+  const opened = performance.now();
   await sleep(config.settleMs ?? 1000);
   const rssAfterKiB = rssKiB(config.serverPid);
-  closeAll(conns);
-  return {
+  const perConnection = (rss: number) => (rss - rssBeforeKiB) / conns.length;
+  const result: IdleResult = {
     connections: conns.length,
     rssBeforeKiB,
     rssAfterKiB,
-    perConnectionKiB: (rssAfterKiB - rssBeforeKiB) / conns.length,
+    perConnectionKiB: perConnection(rssAfterKiB),
     openSeconds,
     errors,
   };
+  if (config.steadyMs !== undefined) {
+    const series = [result.perConnectionKiB];
+    for (;;) {
+      const left = config.steadyMs - (performance.now() - opened);
+      if (left <= 0) break;
+      await sleep(Math.min(5000, left));
+      series.push(perConnection(rssKiB(config.serverPid)));
+    }
+    result.series = series.map((kib) => Math.round(kib * 100) / 100);
+    result.steadyPerConnectionKiB = series[series.length - 1];
+    result.errors = errors;
+  }
+  closeAll(conns);
+  return result;
 }
 
 /**
