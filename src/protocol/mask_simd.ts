@@ -8,7 +8,7 @@
  * each for 64 KiB, on cache-warm memory). Measured per 64 KiB: Deno 4.1 →
  * 1.6 µs, Bun 2.2 → 1.6 µs; per 1 MiB: Deno 65 → 27 µs, Bun 33 → 27 µs.
  *
- * The module is twelve instructions, assembled below from named opcodes so a
+ * The module is one short loop, assembled below from named opcodes so a
  * reader can check it against the WebAssembly specification. Where
  * WebAssembly (or its SIMD) is unavailable, `simdMask` is `null` and callers
  * keep the word loop.
