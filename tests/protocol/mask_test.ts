@@ -1,5 +1,7 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
+import process from "node:process";
+import fc from "fast-check";
 import {
   applyMask,
   nextMaskKey,
@@ -148,6 +150,21 @@ describe("unmaskInto", () => {
   });
 });
 
+/**
+ * `assert.deepEqual` for large byte arrays, failing fast with the first
+ * difference (a diff of two 200 KB arrays takes minutes to format).
+ */
+function sameBytes(actual: Uint8Array, expected: Uint8Array, what = ""): void {
+  assert.equal(actual.length, expected.length, `${what}: length`);
+  for (let i = 0; i < actual.length; i++) {
+    if (actual[i] !== expected[i]) {
+      assert.fail(
+        `${what}: byte ${i} of ${actual.length} is ${actual[i]}, expected ${expected[i]}`,
+      );
+    }
+  }
+}
+
 describe("masking large payloads through WebAssembly SIMD", () => {
   // Lengths around every edge of the SIMD path: the threshold, whole blocks,
   // one scratch page, and several pages with a tail.
@@ -181,7 +198,7 @@ describe("masking large payloads through WebAssembly SIMD", () => {
             naiveMask(before.subarray(byteOffset, byteOffset + length), mask, offset),
             byteOffset,
           );
-          assert.deepEqual(
+          sameBytes(
             backing,
             expected,
             `mask ${hex(mask)}, length ${length}, byteOffset ${byteOffset}, offset ${offset}`,
@@ -199,10 +216,10 @@ describe("masking large payloads through WebAssembly SIMD", () => {
         const before = backing.slice();
         const dst = new Uint8Array(dstOffset + length + 3).fill(0xee);
         unmaskInto(src, dst, dstOffset, KEY, offset);
-        assert.deepEqual(backing, before, "src must not change");
+        sameBytes(backing, before, "src must not change");
         const expected = new Uint8Array(dst.length).fill(0xee);
         expected.set(naiveMask(src, KEY, offset), dstOffset);
-        assert.deepEqual(
+        sameBytes(
           dst,
           expected,
           `length ${length}, dstOffset ${dstOffset}, offset ${offset}`,
@@ -222,9 +239,62 @@ describe("masking large payloads through WebAssembly SIMD", () => {
         applyMask(inPlace.subarray(at, end), KEY, at);
         unmaskInto(original.subarray(at, end), copied, at, KEY, at);
       }
-      assert.deepEqual(inPlace, whole, `in place, pieces of ${cut}`);
-      assert.deepEqual(copied, whole, `copied, pieces of ${cut}`);
+      sameBytes(inPlace, whole, `in place, pieces of ${cut}`);
+      sameBytes(copied, whole, `copied, pieces of ${cut}`);
     }
+  });
+});
+
+describe("property: masking matches §5.3 for any length, alignment, offset and cuts", () => {
+  const SEED = Number(process.env.SLUICE_FC_SEED ?? 20_240_607);
+  const cases = fc.record({
+    // Mostly around the SIMD path (whole pages and tails), some small ones.
+    length: fc.oneof(
+      fc.integer({ min: 0, max: 600 }),
+      fc.integer({ min: SIMD_THRESHOLD - 70, max: 3 * SCRATCH_SIZE + 200 }),
+    ),
+    byteOffset: fc.integer({ min: 0, max: 7 }),
+    offset: fc.nat({ max: 1 << 20 }),
+    mask: fc.uint8Array({ minLength: 4, maxLength: 4 }),
+    cuts: fc.array(fc.nat(), { maxLength: 4 }),
+    seed: fc.nat(),
+  });
+
+  test("in place and copied, whole and in pieces", () => {
+    fc.assert(
+      fc.property(cases, ({ length, byteOffset, offset, mask, cuts, seed }) => {
+        const backing = new Uint8Array(byteOffset + length + 3);
+        for (let i = 0; i < backing.length; i++) backing[i] = (i * 31 + seed) & 0xff;
+        const original = backing.slice();
+        const data = original.subarray(byteOffset, byteOffset + length);
+        const expected = naiveMask(data, mask, offset);
+        // In place, in pieces at the given cuts.
+        const inPlace = original.slice();
+        const points = [...new Set(cuts.map((c) => c % (length + 1)))].sort((a, b) => a - b);
+        let from = 0;
+        for (const to of [...points, length]) {
+          applyMask(inPlace.subarray(byteOffset + from, byteOffset + to), mask, offset + from);
+          from = to;
+        }
+        sameBytes(inPlace.subarray(byteOffset, byteOffset + length), expected, "in place");
+        sameBytes(inPlace.subarray(0, byteOffset), original.subarray(0, byteOffset), "before");
+        sameBytes(
+          inPlace.subarray(byteOffset + length),
+          original.subarray(byteOffset + length),
+          "after",
+        );
+        // Copied, whole, at an odd destination offset; the source never changes.
+        const dst = new Uint8Array(length + 5).fill(0xee);
+        unmaskInto(data, dst, 3, mask, offset);
+        sameBytes(dst.subarray(3, 3 + length), expected, "copied");
+        assert.ok(
+          dst.subarray(0, 3).every((b) => b === 0xee) &&
+            dst.subarray(3 + length).every((b) => b === 0xee),
+        );
+        sameBytes(original, backing, "source");
+      }),
+      { seed: SEED, numRuns: 150, endOnFailure: false },
+    );
   });
 });
 
