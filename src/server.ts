@@ -788,41 +788,39 @@ class WebSocketServer<Data> implements Server {
   #onVerdict(h: Handshake, verdict: HandshakeVerdict): boolean {
     h.reading = false;
     let decision: Decision<Data> | Promise<Decision<Data>> | null = null;
-    let written: Promise<void> | undefined;
     if (verdict.kind === "upgrade" && this.#closing === null) {
       decision = this.#decide(h.core, verdict.request, h.transport);
       if (!(decision instanceof Promise) && !("response" in decision)) {
-        h.answering = true;
-        let failed = false;
+        const transport = h.transport;
+        this.#handshaking.delete(transport);
+        let written: Promise<void> | undefined;
         try {
-          written = h.transport.write(decision.accepted.response);
-        } catch (error) {
-          written = Promise.reject(error);
-          failed = true;
+          written = transport.write(decision.accepted.response);
+        } catch {
+          // The client left during the handshake: it leaves no trace.
+          decision.codec?.close();
+          transport.close();
+          this.#maybeFinished();
+          return false;
         }
-        if (!failed) {
-          this.#handshaking.delete(h.transport);
-          this.#open(h.transport, verdict.request, decision, written);
-          return true;
-        }
+        this.#open(transport, verdict.request, decision, written);
+        return true;
       }
     }
-    this.#settle(h, verdict, decision, written).catch((error) => this.#handshakeFailed(h, error));
+    this.#settle(h, verdict, decision).catch((error) => this.#handshakeFailed(h, error));
     return false;
   }
 
   /**
    * The rest of a handshake whose verdict needs waiting for: the
    * application's `onUpgrade`, an error answer (and reading the client's
-   * input until it leaves), a 101 whose write failed at once, or a plain
-   * HTTP request (with a `fetch` option). Rejects only on a bug of its own,
-   * which the caller reports.
+   * input until it leaves), or a plain HTTP request (with a `fetch` option).
+   * Rejects only on a bug of its own, which the caller reports.
    */
   async #settle(
     h: Handshake,
     verdict: HandshakeVerdict,
     decision: Decision<Data> | Promise<Decision<Data>> | null,
-    written: Promise<void> | undefined,
   ): Promise<void> {
     const transport = h.transport;
     // From here on its bytes are read, not pushed.
@@ -830,7 +828,7 @@ class WebSocketServer<Data> implements Server {
     let opened: boolean | PlainRequestVerdict = false;
     let http: HttpConnection | null = null;
     try {
-      opened = await this.#negotiate(h, verdict, decision, written);
+      opened = await this.#negotiate(h, verdict, decision);
     } catch {
       // A write failed: the client is gone.
     } finally {
@@ -879,15 +877,14 @@ class WebSocketServer<Data> implements Server {
 
   /**
    * Answers the verdict and opens the connection when accepted (returning
-   * `true`), going on from where `#onVerdict` stopped: `decision` and
-   * `written` when it got that far. Stops as soon as the deadline expired:
+   * `true`), going on from where `#onVerdict` stopped: `decision` when it
+   * got that far. Stops as soon as the deadline expired:
    * the timer then owns the transport.
    */
   async #negotiate(
     h: Handshake,
     verdict: HandshakeVerdict,
     pending: Decision<Data> | Promise<Decision<Data>> | null,
-    written: Promise<void> | undefined,
   ): Promise<boolean | PlainRequestVerdict> {
     const { transport, core } = h;
     if (h.expired) return false;
@@ -906,9 +903,7 @@ class WebSocketServer<Data> implements Server {
       decision = { response: core.reject(503, "Server is shutting down") };
     } else {
       decision = await pending;
-      if (
-        written === undefined && !("response" in decision) && (h.expired || this.#closing !== null)
-      ) {
+      if (!("response" in decision) && (h.expired || this.#closing !== null)) {
         decision.codec?.close();
         decision = { response: core.reject(503, "Server is shutting down") };
       }
@@ -921,7 +916,7 @@ class WebSocketServer<Data> implements Server {
     }
     let ok = false;
     try {
-      await (written ?? transport.write(decision.accepted.response));
+      await transport.write(decision.accepted.response);
       ok = true;
     } catch {
       // The client left during the handshake: it leaves no trace.

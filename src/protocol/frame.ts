@@ -124,14 +124,7 @@ export function encodeFrame(
     options.rsv1 ?? false,
     mask,
   );
-  if (payload.length > 0) {
-    unmaskInto(
-      payload,
-      out,
-      headerSize,
-      mask === null ? null : out.subarray(headerSize - 4, headerSize),
-    );
-  }
+  if (payload.length > 0) unmaskInto(payload, out, headerSize, mask);
   return out;
 }
 
