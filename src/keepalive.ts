@@ -36,12 +36,18 @@ const wheels = new Map<number, Wheel>();
  * period, between 10 ms and 1 s, so a deadline is met within 25% (or 1 s).
  */
 export function tickPeriod(settings: KeepaliveSettings): number {
-  let shortest = Infinity;
-  for (const value of [settings.pingInterval, settings.pingTimeout, settings.idleTimeout]) {
-    if (value > 0 && value < shortest) shortest = value;
-  }
+  // Called once per connection: no array to loop over (garbage per handshake).
+  const shortest = Math.min(
+    positiveOr(settings.pingInterval),
+    positiveOr(settings.pingTimeout),
+    positiveOr(settings.idleTimeout),
+  );
   if (shortest === Infinity) return 0;
   return Math.min(1000, Math.max(10, Math.floor(shortest / 4)));
+}
+
+function positiveOr(value: number): number {
+  return value > 0 ? value : Infinity;
 }
 
 /**

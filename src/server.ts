@@ -1065,7 +1065,7 @@ class WebSocketServer<Data> implements Server {
     const { protocol, extensions } = decision.accepted;
     const ws = new WebSocketConnection<Data>(
       this.#connectionInit ??= this.#makeConnectionInit(),
-      this.#wsUrl(request.url.href),
+      this.#wsUrl(request.href),
       decision.data,
     );
     // Listed right before _start() opens it (synchronously, `open` handlers
@@ -1088,18 +1088,24 @@ class WebSocketServer<Data> implements Server {
 
 /** What the application's handshake hooks see; `headers` is built on first use. */
 class UpgradeInfo implements UpgradeRequestInfo {
-  readonly url: URL;
+  readonly #href: string;
+  #url: URL | null = null;
   readonly protocols: string[];
   readonly origin: string | null;
   readonly #fields: HeadFields;
   readonly #transport: Transport;
 
   constructor(request: ParsedUpgrade, transport: Transport) {
-    this.url = request.url;
+    this.#href = request.href;
     this.protocols = request.protocols;
     this.origin = request.origin;
     this.#fields = request.fields;
     this.#transport = transport;
+  }
+
+  /** Made on first use (one object, so that changes the hook makes to it stay). */
+  get url(): URL {
+    return this.#url ??= new URL(this.#href);
   }
 
   get remoteAddr(): NetAddress {

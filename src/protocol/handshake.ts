@@ -21,11 +21,22 @@ export function isValidHost(host: string): boolean {
   return HOST_PATTERN.test(host);
 }
 
-/** Base64 of `bytes` (short ones: keys and digests). */
+/** `Uint8Array.prototype.toBase64` (Deno, Bun, browsers since 2025), where the runtime has it. */
+const nativeBase64 = (Uint8Array.prototype as { toBase64?: (this: Uint8Array) => string })
+  .toBase64;
+
+/**
+ * Base64 of `bytes` (short ones: keys and digests), as one string: every
+ * handshake makes one, and building it a character at a time made twenty
+ * intermediate strings (~600 bytes of garbage per handshake).
+ */
 export function toBase64(bytes: Uint8Array): string {
-  let binary = "";
-  for (let i = 0; i < bytes.length; i++) binary += String.fromCharCode(bytes[i]);
-  return btoa(binary);
+  return nativeBase64 !== undefined ? nativeBase64.call(bytes) : portableBase64(bytes);
+}
+
+/** {@linkcode toBase64} where the runtime has no `toBase64` of its own (short inputs only). */
+export function portableBase64(bytes: Uint8Array): string {
+  return btoa(String.fromCharCode.apply(null, bytes as unknown as number[]));
 }
 
 /**
@@ -52,8 +63,11 @@ export function generateKey(): string {
 export interface UpgradeRequest {
   /** The `Sec-WebSocket-Key`. */
   key: string;
-  /** The full request URL (scheme `http:` or `https:` from the transport). */
-  url: URL;
+  /**
+   * The full request URL, serialized (scheme `http:` or `https:` from the
+   * transport): a `URL` object is made only where someone asks for one.
+   */
+  href: string;
   /** Subprotocols the client offered, in its order of preference. */
   protocols: string[];
   /** The raw `Sec-WebSocket-Extensions` value, or `null`. */
@@ -123,37 +137,71 @@ export function validateUpgradeRequest(request: RequestHead, secure: boolean): U
       throw new HandshakeError(400, `Invalid subprotocol ${JSON.stringify(protocol.slice(0, 64))}`);
     }
   }
-  let url: URL;
-  try {
-    const target = request.target;
+  const target = request.target;
+  let href: string | null;
+  if (target.startsWith("/")) {
     // Origin-form is appended to the authority, not resolved against it:
     // resolving would read "//evil.example/x" (or "/\\evil.example/x") as a
     // network-path reference and take the host from the target.
-    url = target.startsWith("/")
-      ? new URL(`${secure ? "https" : "http"}://${host}${target}`)
-      : new URL(target);
-  } catch {
-    throw new HandshakeError(400, "Invalid request target or Host header");
+    // (Origin-form is http(s) by construction, and the Host check leaves no room for userinfo.)
+    href = originFormHref(`${secure ? "https" : "http"}://${host}${target}`);
+  } else {
+    let url: URL | null = null;
+    try {
+      url = new URL(target);
+    } catch {
+      // A 400 below.
+    }
+    // Absolute-form must be an http(s) URI (§4.1, RFC 9112 §3.2.2), without userinfo.
+    if (
+      url !== null &&
+      ((url.protocol !== "http:" && url.protocol !== "https:") || url.username !== "" ||
+        url.password !== "")
+    ) {
+      throw new HandshakeError(
+        400,
+        `Invalid request target ${JSON.stringify(target.slice(0, 64))}`,
+      );
+    }
+    href = url?.href ?? null;
   }
-  // Absolute-form must be an http(s) URI (§4.1, RFC 9112 §3.2.2), without userinfo.
-  // (Origin-form is http(s) by construction, and the Host check leaves no room for userinfo.)
-  if (
-    !request.target.startsWith("/") &&
-    ((url.protocol !== "http:" && url.protocol !== "https:") || url.username !== "" ||
-      url.password !== "")
-  ) {
-    throw new HandshakeError(
-      400,
-      `Invalid request target ${JSON.stringify(request.target.slice(0, 64))}`,
-    );
-  }
+  if (href === null) throw new HandshakeError(400, "Invalid request target or Host header");
   return {
     key,
-    url,
+    href,
     protocols,
     extensions: headers.get("sec-websocket-extensions"),
     origin: headers.get("origin"),
   };
+}
+
+/** Origin-form request URLs already parsed: their serialization, or `null` where they do not parse. */
+const parsedUrls = new Map<string, string | null>();
+
+/**
+ * The serialized URL of an origin-form request, or `null` when it does not
+ * parse. A server's clients ask for the same few URLs, and a `URL` object
+ * costs ~500 bytes of garbage per handshake: each distinct one is parsed
+ * once (a bounded cache of short URLs; a flood of distinct ones only
+ * empties it).
+ */
+function originFormHref(text: string): string | null {
+  if (text.length > 512) return parseHref(text);
+  let href = parsedUrls.get(text);
+  if (href === undefined) {
+    href = parseHref(text);
+    if (parsedUrls.size >= 256) parsedUrls.clear();
+    parsedUrls.set(text, href);
+  }
+  return href;
+}
+
+function parseHref(text: string): string | null {
+  try {
+    return new URL(text).href;
+  } catch {
+    return null;
+  }
 }
 
 // A header value with no CR, LF or other control character (RFC 9110 §5.5).
@@ -221,8 +269,10 @@ export function buildUpgradeResponse(
   accept: string,
   options: UpgradeResponseOptions = {},
 ): Uint8Array {
-  let head = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-    `Sec-WebSocket-Accept: ${accept}\r\n`;
+  if (!options.protocol && !options.extensions && options.headers === undefined) {
+    return plainUpgradeResponse(accept);
+  }
+  let head = UPGRADE_HEAD + `Sec-WebSocket-Accept: ${accept}\r\n`;
   if (options.protocol) head += `Sec-WebSocket-Protocol: ${checkProtocol(options.protocol)}\r\n`;
   if (options.extensions) {
     head += `Sec-WebSocket-Extensions: ${
@@ -232,6 +282,25 @@ export function buildUpgradeResponse(
   head += headerLines(options.headers) + "\r\n";
   return encoder.encode(head);
 }
+
+const UPGRADE_HEAD =
+  "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n";
+const ACCEPT_PREFIX = encoder.encode(UPGRADE_HEAD + "Sec-WebSocket-Accept: ");
+
+/**
+ * The usual 101 (no subprotocol, extension or extra header) written straight
+ * into its bytes: the one allocation is the buffer the write needs.
+ */
+function plainUpgradeResponse(accept: string): Uint8Array {
+  const at = ACCEPT_PREFIX.length;
+  const out = new Uint8Array(at + accept.length + 4);
+  out.set(ACCEPT_PREFIX);
+  // Base64: ASCII only.
+  for (let i = 0; i < accept.length; i++) out[at + i] = accept.charCodeAt(i);
+  out.set(CRLF_CRLF, at + accept.length);
+  return out;
+}
+const CRLF_CRLF = new Uint8Array([0x0d, 0x0a, 0x0d, 0x0a]);
 
 /** Builds an error response with a short plain-text body, closing the connection. */
 export function buildErrorResponse(status: number, message: string, headers?: Headers): Uint8Array {

@@ -1,11 +1,15 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
+import fc from "fast-check";
 import {
   acceptKey,
   buildClientRequest,
   buildErrorResponse,
   buildUpgradeResponse,
   generateKey,
+  portableBase64,
+  toBase64,
   validateServerResponse,
   validateUpgradeRequest,
   WEBSOCKET_GUID,
@@ -85,6 +89,20 @@ describe("acceptKey and generateKey", () => {
     assert.equal(await acceptKey("x3JJHMbDL1EzLkh9GBhXDw=="), "HSmrc0sMlYUkAGmm5OPpG2HaGWk=");
   });
 
+  test("toBase64 and its portable fallback agree with node:buffer on any bytes", () => {
+    fc.assert(fc.property(fc.uint8Array({ maxLength: 64 }), (bytes) => {
+      const expected = Buffer.from(bytes).toString("base64");
+      assert.equal(toBase64(bytes), expected);
+      assert.equal(portableBase64(bytes), expected);
+    }));
+    // A view into a larger buffer: only its own bytes.
+    const whole = Uint8Array.from({ length: 40 }, (_, i) => i * 7);
+    assert.equal(
+      toBase64(whole.subarray(5, 25)),
+      Buffer.from(whole.subarray(5, 25)).toString("base64"),
+    );
+  });
+
   test("generateKey gives base64 of 16 fresh random bytes", () => {
     const keys = new Set<string>();
     for (let i = 0; i < 100; i++) {
@@ -103,7 +121,7 @@ describe("validateUpgradeRequest", () => {
   test("the §1.2 request is accepted", () => {
     const upgrade = validateUpgradeRequest(request(), false);
     assert.equal(upgrade.key, KEY);
-    assert.equal(upgrade.url.href, "http://server.example.com/chat");
+    assert.equal(upgrade.href, "http://server.example.com/chat");
     assert.deepEqual(upgrade.protocols, ["chat", "superchat"]);
     assert.equal(upgrade.origin, "http://example.com");
     assert.equal(upgrade.extensions, null);
@@ -114,7 +132,7 @@ describe("validateUpgradeRequest", () => {
       request({ Host: "example.com:8443" }, "GET /a/b?x=1&y=%20 HTTP/1.1"),
       true,
     );
-    assert.equal(upgrade.url.href, "https://example.com:8443/a/b?x=1&y=%20");
+    assert.equal(upgrade.href, "https://example.com:8443/a/b?x=1&y=%20");
   });
 
   test("hosts: names, IPv4, IPv6 with port", () => {
@@ -122,15 +140,50 @@ describe("validateUpgradeRequest", () => {
       const host of ["localhost", "127.0.0.1:9000", "[::1]:8080", "[::1]", "xn--bcher-kva.example"]
     ) {
       const upgrade = validateUpgradeRequest(request({ Host: host }), false);
-      assert.equal(upgrade.url.host, host, host);
+      assert.equal(new URL(upgrade.href).host, host, host);
     }
   });
 
   test("a target starting with // or /\\ stays a path: the host comes from Host", () => {
     for (const target of ["//evil.example/x", "/\\evil.example/x"]) {
       const upgrade = validateUpgradeRequest(request({}, `GET ${target} HTTP/1.1`), false);
-      assert.equal(upgrade.url.host, "server.example.com", target);
-      assert.equal(upgrade.url.pathname, "//evil.example/x");
+      assert.equal(new URL(upgrade.href).host, "server.example.com", target);
+      assert.equal(new URL(upgrade.href).pathname, "//evil.example/x");
+    }
+  });
+
+  test("each origin-form URL parsed once is answered the same every time after", () => {
+    // The same request twice (the second from the parse cache), a Host that
+    // matches the pattern but is no URL authority (port out of range), twice,
+    // and URLs too long to cache: each gives the same answer each time.
+    for (let round = 0; round < 2; round++) {
+      const upgrade = validateUpgradeRequest(
+        request({ Host: "a.example:81" }, "GET /x?y HTTP/1.1"),
+        true,
+      );
+      assert.equal(upgrade.href, "https://a.example:81/x?y");
+      assertRejected(
+        () => validateUpgradeRequest(request({ Host: "a.example:99999" }), false),
+        400,
+        /target or Host/,
+      );
+      const long = "/" + "x".repeat(600) + "?" + round;
+      const longUpgrade = validateUpgradeRequest(request({}, `GET ${long} HTTP/1.1`), false);
+      assert.equal(longUpgrade.href, "http://server.example.com" + long);
+      assertRejected(
+        () =>
+          validateUpgradeRequest(
+            request({ Host: "a.example:99999" }, `GET ${long} HTTP/1.1`),
+            false,
+          ),
+        400,
+        /target or Host/,
+      );
+    }
+    // More distinct URLs than the cache holds: still right after it empties.
+    for (let i = 0; i < 600; i++) {
+      const upgrade = validateUpgradeRequest(request({}, `GET /room/${i} HTTP/1.1`), false);
+      assert.equal(upgrade.href, `http://server.example.com/room/${i}`);
     }
   });
 
@@ -139,7 +192,7 @@ describe("validateUpgradeRequest", () => {
       request({}, "GET http://server.example.com/chat?q HTTP/1.1"),
       false,
     );
-    assert.equal(upgrade.url.href, "http://server.example.com/chat?q");
+    assert.equal(upgrade.href, "http://server.example.com/chat?q");
   });
 
   test("targets that are not origin-form or http(s) absolute-form are a 400", () => {
@@ -556,7 +609,7 @@ describe("client and server handshake, end to end", () => {
     }
     assert.ok(got !== null);
     const upgrade = validateUpgradeRequest(parseRequestHead(got.head), false);
-    assert.equal(upgrade.url.href, "http://localhost:8080/chat?x=1");
+    assert.equal(upgrade.href, "http://localhost:8080/chat?x=1");
     assert.deepEqual(upgrade.protocols, options.protocols ?? []);
     const responseBytes = buildUpgradeResponse(await acceptKey(upgrade.key), {
       protocol: options.choose,

@@ -83,7 +83,7 @@ describe("ServerHandshake: a valid request", () => {
       assert.ok(verdict?.kind === "upgrade", name);
       const { request } = verdict;
       assert.deepEqual(request.protocols, ["chat", "superchat"], name);
-      assert.equal(request.url.href, "http://server.example.com/chat", name);
+      assert.equal(request.href, "http://server.example.com/chat", name);
       assert.equal(request.origin, "http://example.com", name);
       assert.equal(request.headText, REQUEST, name);
       const rest = concat(request.rest, input.subarray(fed));
@@ -99,7 +99,7 @@ describe("ServerHandshake: a valid request", () => {
   test("secure: the request URL gets https:", () => {
     const { verdict } = feed([utf8(REQUEST)], { secure: true });
     assert.ok(verdict.kind === "upgrade");
-    assert.equal(verdict.request.url.href, "https://server.example.com/chat");
+    assert.equal(verdict.request.href, "https://server.example.com/chat");
   });
 
   test("accept() adds the application's headers, and no protocol when none is chosen", () => {
