@@ -84,7 +84,8 @@ export interface UpgradeRequest {
 export function validateUpgradeRequest(request: RequestHead, secure: boolean): UpgradeRequest {
   // The parsed fields: a Headers object is built only if the application asks.
   const headers = request.fields;
-  const [major, minor] = request.version;
+  // Indexed, not destructured: destructuring makes an iterator (~115 bytes per handshake).
+  const major = request.version[0], minor = request.version[1];
   // RFC 9110 §15.6.6: another major version is answered 505 before anything
   // else, since the rest of the head cannot be read as HTTP/1.x.
   if (major !== 1) {
@@ -144,7 +145,7 @@ export function validateUpgradeRequest(request: RequestHead, secure: boolean): U
     // resolving would read "//evil.example/x" (or "/\\evil.example/x") as a
     // network-path reference and take the host from the target.
     // (Origin-form is http(s) by construction, and the Host check leaves no room for userinfo.)
-    href = originFormHref(`${secure ? "https" : "http"}://${host}${target}`);
+    href = originFormHref(secure, host, target);
   } else {
     let url: URL | null = null;
     try {
@@ -175,23 +176,37 @@ export function validateUpgradeRequest(request: RequestHead, secure: boolean): U
   };
 }
 
-/** Origin-form request URLs already parsed: their serialization, or `null` where they do not parse. */
-const parsedUrls = new Map<string, string | null>();
+/** Origin-form request URLs already parsed, by scheme, Host and target: their serialization, or `null`. */
+const parsedUrls = [
+  new Map<string, Map<string, string | null>>(),
+  new Map<string, Map<string, string | null>>(),
+];
+let parsedCount = 0;
 
 /**
  * The serialized URL of an origin-form request, or `null` when it does not
  * parse. A server's clients ask for the same few URLs, and a `URL` object
  * costs ~500 bytes of garbage per handshake: each distinct one is parsed
- * once (a bounded cache of short URLs; a flood of distinct ones only
- * empties it).
+ * once, looked up by the strings the head already holds (a bounded cache of
+ * short URLs; a flood of distinct ones only empties it).
  */
-function originFormHref(text: string): string | null {
-  if (text.length > 512) return parseHref(text);
-  let href = parsedUrls.get(text);
+function originFormHref(secure: boolean, host: string, target: string): string | null {
+  const scheme = secure ? "https://" : "http://";
+  if (host.length + target.length > 512) return parseHref(scheme + host + target);
+  const byHost = parsedUrls[secure ? 1 : 0];
+  let byTarget = byHost.get(host);
+  let href = byTarget?.get(target);
   if (href === undefined) {
-    href = parseHref(text);
-    if (parsedUrls.size >= 256) parsedUrls.clear();
-    parsedUrls.set(text, href);
+    href = parseHref(scheme + host + target);
+    if (parsedCount >= 256) {
+      parsedUrls[0].clear();
+      parsedUrls[1].clear();
+      parsedCount = 0;
+      byTarget = undefined;
+    }
+    if (byTarget === undefined) byHost.set(host, byTarget = new Map());
+    byTarget.set(target, href);
+    parsedCount++;
   }
   return href;
 }

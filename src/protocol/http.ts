@@ -284,18 +284,20 @@ function fieldName(text: string, from: number, to: number): string {
 }
 
 /**
- * Splits a head (ending in CRLF CRLF) into its start line and fields,
- * checking each field line. One pass by index, no regular expressions or
+ * Parses the field lines of a head (ending in CRLF CRLF) that start at
+ * `from`, checking each. One pass by index, no regular expressions or
  * per-line strings beyond the name and value kept (handshakes parse one
  * head each, so this is on the connection-rate path).
  */
-function parseLines(text: string, status: number): { start: string; fields: HeadFields } {
+function parseFields(text: string, from: number, status: number): HeadFields {
   // The head ends with CRLF CRLF: the last field line ends 4 characters before the end.
   const end = text.length - 2;
-  let eol = text.indexOf("\r\n");
-  const start = text.slice(0, eol);
-  const list: string[] = [];
-  for (let at = eol + 2; at < end; at = eol + 2) {
+  // Sized once: two entries per line.
+  let lines = 0;
+  for (let at = from; at < end; at = text.indexOf("\r\n", at) + 2) lines++;
+  const list = new Array<string>(lines * 2);
+  let n = 0;
+  for (let at = from, eol = 0; at < end; at = eol + 2) {
     eol = text.indexOf("\r\n", at);
     const colon = text.indexOf(":", at);
     if (colon === -1 || colon >= eol || colon === at) {
@@ -315,9 +317,21 @@ function parseLines(text: string, status: number): { start: string; fields: Head
     if (!isFieldValueRange(text, from, to)) {
       throw new HandshakeError(status, `Invalid characters in header ${text.slice(at, colon)}`);
     }
-    list.push(fieldName(text, at, colon), text.slice(from, to));
+    list[n++] = fieldName(text, at, colon);
+    list[n++] = text.slice(from, to);
   }
-  return { start, fields: new HeadFields(list) };
+  return new HeadFields(list);
+}
+
+/** What `\s` matches among the characters a head holds (one per byte). */
+function isRegExpSpace(code: number): boolean {
+  return code === 0x20 || (code >= 0x09 && code <= 0x0d) || code === 0xa0;
+}
+
+/** Whether `text[at]` is an ASCII digit. */
+function isDigitAt(text: string, at: number): boolean {
+  const c = text.charCodeAt(at);
+  return c >= 0x30 && c <= 0x39;
 }
 
 /**
@@ -325,15 +339,29 @@ function parseLines(text: string, status: number): { start: string; fields: Head
  * 400 {@linkcode HandshakeError} if malformed.
  */
 export function parseRequestHead(head: Uint8Array | string): RequestHead {
-  const { start, fields } = parseLines(typeof head === "string" ? head : headText(head), 400);
-  const match = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+) (\S+) HTTP\/(\d)\.(\d)$/.exec(start);
-  if (match === null) {
-    throw new HandshakeError(400, `Malformed request line: ${JSON.stringify(start.slice(0, 64))}`);
+  const text = typeof head === "string" ? head : headText(head);
+  // The request line, `method SP target SP HTTP/d.d` (RFC 9112 §3), read by
+  // index: no match array or strings beyond the method and target kept.
+  const eol = text.indexOf("\r\n");
+  const space = text.indexOf(" ");
+  let targetEnd = space + 1;
+  while (targetEnd < eol && !isRegExpSpace(text.charCodeAt(targetEnd))) targetEnd++;
+  if (
+    space <= 0 || space >= eol || !isTokenRange(text, 0, space) || targetEnd === space + 1 ||
+    targetEnd + 9 !== eol || !text.startsWith(" HTTP/", targetEnd) ||
+    !isDigitAt(text, targetEnd + 6) || text.charCodeAt(targetEnd + 7) !== 0x2e ||
+    !isDigitAt(text, targetEnd + 8)
+  ) {
+    throw new HandshakeError(
+      400,
+      `Malformed request line: ${JSON.stringify(text.slice(0, Math.min(eol, 64)))}`,
+    );
   }
+  const fields = parseFields(text, eol + 2, 400);
   return new ParsedRequestHead(
-    match[1],
-    match[2],
-    [Number(match[3]), Number(match[4])],
+    space === 3 && text.startsWith("GET") ? "GET" : text.slice(0, space),
+    text.slice(space + 1, targetEnd),
+    [text.charCodeAt(targetEnd + 6) - 0x30, text.charCodeAt(targetEnd + 8) - 0x30],
     fields,
   );
 }
@@ -343,7 +371,10 @@ export function parseRequestHead(head: Uint8Array | string): RequestHead {
  * if it is not HTTP.
  */
 export function parseResponseHead(head: Uint8Array): ResponseHead {
-  const { start, fields } = parseLines(headText(head), 0);
+  const text = headText(head);
+  const eol = text.indexOf("\r\n");
+  const start = text.slice(0, eol);
+  const fields = parseFields(text, eol + 2, 0);
   const match = /^HTTP\/\d\.\d (\d{3})(?: (.*))?$/.exec(start);
   if (match === null) {
     throw new HandshakeError(0, `Malformed status line: ${JSON.stringify(start.slice(0, 64))}`);

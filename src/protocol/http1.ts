@@ -83,7 +83,7 @@ function bad(message: string, status = 400): HandshakeError {
  */
 export function interpretRequest(head: RequestHead, options: Http1Options = {}): HttpRequestHead {
   const { method, target, headers } = head;
-  const [major, minor] = head.version;
+  const major = head.version[0], minor = head.version[1];
   if (major !== 1) {
     throw bad(`HTTP/${major}.${minor} is not supported: use HTTP/1.1`, 505);
   }

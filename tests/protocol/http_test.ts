@@ -245,6 +245,85 @@ describe("parseRequestHead", () => {
     }
   });
 
+  test("request lines: read as the grammar's regular expression reads them (fast-check)", () => {
+    // The parser reads the line by index; this is the rule it implements.
+    const LINE = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+) (\S+) HTTP\/(\d)\.(\d)$/;
+    const pieces = fc.constantFrom(
+      "GET",
+      "get",
+      "M-SEARCH",
+      "G(T",
+      " ",
+      "  ",
+      "\t",
+      "\v",
+      "\f",
+      "\xa0",
+      "\x85",
+      "/",
+      "/a?b=c",
+      "*",
+      "HTTP/",
+      "HTTP/1.1",
+      " HTTP/1.1",
+      " HTTP/1.0",
+      " HTTP/2.0",
+      " HTTP/1.",
+      "1",
+      ".",
+      "x",
+      "\xff",
+      "é",
+      "\u0100",
+    );
+    const some = (...options: string[]) => fc.constantFrom(...options);
+    const line = fc.oneof(
+      fc.array(pieces, { maxLength: 8 }).map((parts) => parts.join("")),
+      // Near-valid lines: one piece at a time off.
+      fc.tuple(
+        some("GET", "POST", "M-SEARCH", "G(T", "", "GET\xa0"),
+        some(" ", "  ", "\t", ""),
+        fc.array(some("/", "a", "?", "*", "\xa0", "\t", "\v", "\f", "\x85", "\xff", " "), {
+          maxLength: 4,
+        }).map((parts) => parts.join("")),
+        some(
+          " HTTP/1.1",
+          " HTTP/1.0",
+          " HTTP/9.9",
+          " HTTP/1.",
+          " HTTP/11",
+          " http/1.1",
+          "\tHTTP/1.1",
+          " HTTP/1.1 ",
+        ),
+      ).map((parts) => parts.join("")),
+      fc.tuple(
+        fc.string({ maxLength: 6 }),
+        fc.string({ maxLength: 12 }),
+        fc.string({ maxLength: 10 }),
+      )
+        .map(([m, t, v]) => `${m} ${t} ${v}`),
+    ).filter((text) => !text.includes("\r") && !text.includes("\n") && !/[^\x00-\xff]/.test(text));
+    fc.assert(
+      fc.property(line, (text) => {
+        const expected = LINE.exec(text);
+        let head;
+        try {
+          head = parseRequestHead(`${text}\r\nHost: x\r\n\r\n`);
+        } catch (error) {
+          assert.equal(expected, null, `refused ${JSON.stringify(text)}: ${error}`);
+          assert.equal((error as HandshakeError).status, 400);
+          return;
+        }
+        assert.notEqual(expected, null, `accepted ${JSON.stringify(text)}`);
+        assert.equal(head.method, expected![1]);
+        assert.equal(head.target, expected![2]);
+        assert.deepEqual(head.version, [Number(expected![3]), Number(expected![4])]);
+      }),
+      { numRuns: 3000 },
+    );
+  });
+
   test("a header line without a colon, or with an empty name, is a 400", () => {
     for (const line of ["Host", "Host example.com", ": value", " Host: x", "\tHost: x"]) {
       assertHandshakeError(
