@@ -303,7 +303,9 @@ describe("parseRequestHead", () => {
         fc.string({ maxLength: 10 }),
       )
         .map(([m, t, v]) => `${m} ${t} ${v}`),
-    ).filter((text) => !text.includes("\r") && !text.includes("\n") && !/[^\x00-\xff]/.test(text));
+    ).filter((text) =>
+      !text.includes("\r") && !text.includes("\n") && !/[\u0100-\uffff]/.test(text)
+    );
     fc.assert(
       fc.property(line, (text) => {
         const expected = LINE.exec(text);
