@@ -114,6 +114,8 @@ const COALESCE_LIMIT = 64 * 1024;
  * `writable` writes wait.
  */
 export const OUTPUT_HIGH_WATER = 1024 * 1024;
+/** No chunks: a write list that is never added to. */
+const NO_CHUNKS: Uint8Array[] = [];
 /** Most input read and dropped after the close before the socket is closed anyway. */
 const DISCARD_LIMIT = 256 * 1024;
 /** A write that leaves more than this unsent means the socket is behind: `drain` follows. */
@@ -884,7 +886,7 @@ export class ConnectionDriver {
     this.#writing = true;
     pending.then(() => {
       this.#writing = false;
-      this.#writeChunks([], 0);
+      this.#writeChunks(NO_CHUNKS, 0);
     }, (err) => {
       this.#writing = false;
       this.#writeFailed(err);

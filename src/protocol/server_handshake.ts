@@ -157,6 +157,9 @@ export function isUpgradeAttempt(upgrade: string | null): boolean {
   return upgrade !== null && /(?:^|[\s,])websocket(?:$|[\s,])/i.test(upgrade);
 }
 
+/** How a server reads request heads (one object, not one per handshake). */
+const STRICT_HEAD = { rejectBareLf: true } as const;
+
 /**
  * One server-side opening handshake, bytes in and bytes out.
  *
@@ -191,7 +194,7 @@ export class ServerHandshake {
     this.#allowedOrigins = options.allowedOrigins;
     this.#compression = options.compression ?? null;
     this.#plainRequests = options.plainRequests ?? false;
-    this.#reader = new HeadReader(options.maxHandshakeSize ?? 16 * 1024, { rejectBareLf: true });
+    this.#reader = new HeadReader(options.maxHandshakeSize ?? 16 * 1024, STRICT_HEAD);
   }
 
   /**

@@ -100,16 +100,19 @@ class DenoTransport implements Transport {
   #buffered = 0;
   /** Writes accepted and not yet settled; 0 means a new write can start at once. */
   #pendingWrites = 0;
-  #lastWrite: Promise<void> = Promise.resolve();
+  /** The last write while any is pending (cleared after, so no settled promise is kept). */
+  #lastWrite: Promise<void> | undefined;
   /** Push mode: where chunks go (see `setConsumer`). */
   #consumer: ChunkConsumer | undefined;
   /** Push mode: a read is pending. */
   #pumping = false;
   /** Push mode: the pending read goes into the consumer's target, not the read buffer. */
   #direct = false;
-  /** Push mode: read callbacks, made once (not two closures per read). */
-  #onRead: ((n: number | null) => void) | undefined;
-  #onReadError: ((error: unknown) => void) | undefined;
+  /**
+   * Push mode: the pending read's one callback, made once, for both outcomes
+   * (a count or `null`, else the error object): one closure per connection.
+   */
+  #onRead: ((result: unknown) => void) | undefined;
 
   constructor(conn: Deno.Conn) {
     this.#conn = conn;
@@ -165,8 +168,10 @@ class DenoTransport implements Transport {
    */
   setConsumer(consumer: ChunkConsumer): void {
     this.#consumer = consumer;
-    this.#onRead ??= (n) => this.#pushed(n);
-    this.#onReadError ??= (error) => this.#pushFailed(error);
+    this.#onRead ??= (result) => {
+      if (typeof result === "number" || result === null) this.#pushed(result);
+      else this.#pushFailed(result);
+    };
     this.resumeConsumer();
   }
 
@@ -175,7 +180,7 @@ class DenoTransport implements Transport {
     this.#pumping = true;
     const target = this.#consumer.target?.() ?? null;
     this.#direct = target !== null;
-    this.#conn.read(target ?? this.#buf).then(this.#onRead, this.#onReadError);
+    this.#conn.read(target ?? this.#buf).then(this.#onRead, this.#onRead);
   }
 
   dropConsumer(): void {
@@ -247,8 +252,8 @@ class DenoTransport implements Transport {
     // waits for it.
     const write = this.#pendingWrites++ === 0
       ? this.#writeAll(data)
-      : this.#lastWrite.then(() => this.#writeAll(data), (error) => {
-        this.#pendingWrites--;
+      : this.#lastWrite!.then(() => this.#writeAll(data), (error) => {
+        this.#writeSettled();
         this.#buffered -= data.byteLength;
         throw error;
       });
@@ -267,9 +272,9 @@ class DenoTransport implements Transport {
     return first.then((n) => {
       this.#buffered -= n;
       if (n < data.byteLength) return this.#writeRest(data, n);
-      this.#pendingWrites--;
+      this.#writeSettled();
     }, (error) => {
-      this.#pendingWrites--;
+      this.#writeSettled();
       throw this.#writeError(error, data.byteLength);
     });
   }
@@ -284,8 +289,13 @@ class DenoTransport implements Transport {
     } catch (error) {
       throw this.#writeError(error, data.byteLength - offset);
     } finally {
-      this.#pendingWrites--;
+      this.#writeSettled();
     }
+  }
+
+  /** One write settled: the last one lets go of its promise. */
+  #writeSettled(): void {
+    if (--this.#pendingWrites === 0) this.#lastWrite = undefined;
   }
 
   #writeError(error: unknown, unsent: number): unknown {
