@@ -31,8 +31,14 @@ import type {
   Transport,
 } from "./transport.ts";
 
-/** First read buffer size: small, so that 10 000 idle connections stay cheap. */
-const MIN_READ_BUFFER = 512;
+/** First read buffer size: most request heads (and 101 responses) fit. */
+const FIRST_READ_BUFFER = 512;
+/**
+ * Smallest read buffer, and the size a connection's frames start with once
+ * its handshake is over: an idle connection holds this while it waits (its
+ * pings, pongs and small messages fit); reads that fill it grow it.
+ */
+const MIN_READ_BUFFER = 128;
 /** Largest read buffer: enough to move bulk data in few reads. */
 const MAX_READ_BUFFER = 256 * 1024;
 /** Consecutive small reads (at most a quarter of the buffer) before shrinking. */
@@ -93,7 +99,7 @@ class DenoTransport implements Transport {
   #conn: Deno.Conn;
   #localAddr: NetAddress | undefined;
   #remoteAddr: NetAddress | undefined;
-  #buf = new Uint8Array(MIN_READ_BUFFER);
+  #buf = new Uint8Array(FIRST_READ_BUFFER);
   #smallReads = 0;
   #largestSmallRead = 0;
   #closed = false;
@@ -167,6 +173,13 @@ class DenoTransport implements Transport {
    * one saves a promise hop per chunk.
    */
   setConsumer(consumer: ChunkConsumer): void {
+    if (this.#onRead !== undefined && !this.#pumping && this.#buf.length > MIN_READ_BUFFER) {
+      // A consumer after the first (frames after a request head): it starts
+      // small, not with what the head grew the buffer to.
+      this.#buf = new Uint8Array(MIN_READ_BUFFER);
+      this.#smallReads = 0;
+      this.#largestSmallRead = 0;
+    }
     this.#consumer = consumer;
     this.#onRead ??= (result) => {
       if (typeof result === "number" || result === null) this.#pushed(result);
