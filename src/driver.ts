@@ -32,6 +32,7 @@ import {
 import { CloseCode, isValidWireCloseCode } from "./protocol/close_codes.ts";
 import { toError, WebSocketError } from "./protocol/errors.ts";
 import {
+  clockNow,
   joinClock,
   type KeepaliveSettings,
   leaveClock,
@@ -922,7 +923,7 @@ export class ConnectionDriver {
     if (settings === undefined || this.#transportClosed) return;
     const period = tickPeriod(settings);
     if (period === 0) return;
-    const now = performance.now();
+    const now = clockNow();
     this.#lastHeard = this.#lastMessage = now;
     this.#clockPeriod = period;
     joinClock(this.#callbacks, period);

@@ -103,6 +103,14 @@ function zeroed(size: number): Uint8Array {
 }
 /** Size of a connection's frame arena (allocated on its first send). */
 const ARENA_SIZE = 16 * 1024;
+/** No bytes: the payload of empty control frames (shared, never written). */
+const NO_BYTES = new Uint8Array(0);
+/** An unmasked close, ping and pong frame with no payload, by opcode from close (shared, never written). */
+const EMPTY_CONTROL_FRAMES = [
+  Uint8Array.of(0x80 | Opcode.Close, 0),
+  Uint8Array.of(0x80 | Opcode.Ping, 0),
+  Uint8Array.of(0x80 | Opcode.Pong, 0),
+];
 /** Text up to this many UTF-16 units is encoded once into scratch, then copied next to its header. */
 const TEXT_COPY_THRESHOLD = 16 * 1024;
 const textScratch = new Uint8Array(3 * TEXT_COPY_THRESHOLD);
@@ -353,7 +361,7 @@ export class WebSocketProtocol {
   }
 
   /** Queues a ping (payload at most 125 bytes). Returns false unless OPEN. */
-  ping(payload: Uint8Array = new Uint8Array(0)): boolean {
+  ping(payload: Uint8Array = NO_BYTES): boolean {
     if (payload.length > 125) throw new RangeError("Ping payload is over 125 bytes");
     if (this.#state !== ReadyState.OPEN) return false;
     this.#queueFrame(Opcode.Ping, payload, false, true);
@@ -361,7 +369,7 @@ export class WebSocketProtocol {
   }
 
   /** Queues an unsolicited pong (a heartbeat, §5.5.3). Returns false unless OPEN. */
-  pong(payload: Uint8Array = new Uint8Array(0)): boolean {
+  pong(payload: Uint8Array = NO_BYTES): boolean {
     if (payload.length > 125) throw new RangeError("Pong payload is over 125 bytes");
     if (this.#state !== ReadyState.OPEN) return false;
     this.#queueFrame(Opcode.Pong, payload, false, true);
@@ -466,6 +474,15 @@ export class WebSocketProtocol {
       writeFrameHeader(this.#arena!, at, opcode, length, true, rsv1, null);
       this.#sealArena();
       (this.#out ??= []).push(payload);
+      return;
+    }
+    const empty = length === 0 && mask === null && this.#arena === null
+      ? EMPTY_CONTROL_FRAMES[opcode - Opcode.Close]
+      : undefined;
+    if (empty !== undefined) {
+      // An empty ping, pong or close from a server is always the same two
+      // bytes: a keepalive ping allocates nothing (output is never written to).
+      (this.#out ??= []).push(empty);
       return;
     }
     let frame: Uint8Array;

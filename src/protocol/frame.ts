@@ -170,6 +170,26 @@ export interface FrameParserOptions {
 
 const MAX_HEADER = 14;
 
+/** Bytes per slab that parsers' 4-byte mask keys are cut from. */
+const KEY_SLAB_SIZE = 4096;
+let keySlab = new ArrayBuffer(KEY_SLAB_SIZE);
+let keySlabAt = 0;
+
+/**
+ * A parser's own 4-byte mask key, cut from a shared slab: an ArrayBuffer of
+ * its own would cost ~200 bytes beside the 4 (each idle connection keeps one
+ * after its first pong). A slab lives while any of its keys does.
+ */
+function maskKeyView(): Uint8Array {
+  if (keySlabAt === KEY_SLAB_SIZE) {
+    keySlab = new ArrayBuffer(KEY_SLAB_SIZE);
+    keySlabAt = 0;
+  }
+  const key = new Uint8Array(keySlab, keySlabAt, 4);
+  keySlabAt += 4;
+  return key;
+}
+
 /**
  * Turns a byte stream into validated frame parts for a {@linkcode FrameHandler}.
  *
@@ -362,7 +382,7 @@ export class FrameParser {
     header.length = length;
     if (size - (i - at) === 4) {
       // By index: a subarray per frame is costly on JSC.
-      const key = this.#maskKey ??= new Uint8Array(4);
+      const key = this.#maskKey ??= maskKeyView();
       key[0] = src[i];
       key[1] = src[i + 1];
       key[2] = src[i + 2];

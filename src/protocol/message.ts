@@ -133,6 +133,7 @@ const SLAB_MESSAGE_MAX = 256;
 
 /** The parts of no message (shared: a connection makes its own list on its first fragment). */
 const NO_PARTS: Uint8Array[] = [];
+const NO_BYTES = new Uint8Array(0);
 
 /** What the frame in progress is. */
 const Kind = { None: 0, Control: 1, Text: 2, Binary: 3 } as const;
@@ -403,7 +404,8 @@ export class MessageAssembler implements FrameHandler {
     const kind = this.#frameKind;
     this.#frameKind = Kind.None;
     if (kind === Kind.Control) {
-      const payload = this.#frameBuf ?? new Uint8Array(0);
+      // An empty control payload is one shared empty array: nothing to write to.
+      const payload = this.#frameBuf ?? NO_BYTES;
       this.#frameBuf = null;
       if (this.#frameOpcode === Opcode.Ping) this.#handler.ping(payload);
       else if (this.#frameOpcode === Opcode.Pong) this.#handler.pong(payload);

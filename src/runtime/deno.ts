@@ -49,6 +49,62 @@ function toNetAddress(addr: Deno.Addr): NetAddress {
   return { hostname, port };
 }
 
+/** Bytes per slab that small read buffers are cut from. */
+const SLAB_SIZE = 16 * 1024;
+/** Free buffers a pool keeps for reuse; beyond that they are left to the collector. */
+const POOL_LIMIT = 1024;
+
+/**
+ * Read buffers of one small size, cut from shared slabs: in Deno's V8 every
+ * ArrayBuffer costs ~250 ns to make and ~200 bytes beside its data (its
+ * object, extension and backing store), which at 10 000 idle connections is
+ * more than the 128 bytes each waits with. A buffer is given back only when
+ * no read into it is pending and no chunk of it is lent (see
+ * `DenoTransport.#release`), so one connection's bytes never reach another.
+ * A slab lives while any of its buffers does: what the pools hold is bounded
+ * by the most connections open at once.
+ */
+class ReadBufferPool {
+  readonly size: number;
+  #free: Uint8Array[] = [];
+  #slab: ArrayBuffer | null = null;
+  #at = SLAB_SIZE;
+
+  constructor(size: number) {
+    this.size = size;
+  }
+
+  take(): Uint8Array {
+    const free = this.#free.pop();
+    if (free !== undefined) return free;
+    if (this.#at + this.size > SLAB_SIZE) {
+      this.#slab = new ArrayBuffer(SLAB_SIZE);
+      this.#at = 0;
+    }
+    const view = new Uint8Array(this.#slab!, this.#at, this.size);
+    this.#at += this.size;
+    return view;
+  }
+
+  give(view: Uint8Array): void {
+    if (this.#free.length < POOL_LIMIT) this.#free.push(view);
+  }
+}
+
+const firstBuffers = new ReadBufferPool(FIRST_READ_BUFFER);
+const EMPTY_BUFFER = new Uint8Array(0);
+const minBuffers = new ReadBufferPool(MIN_READ_BUFFER);
+
+/** The pool a buffer of this size comes from, if any. */
+function poolFor(size: number): ReadBufferPool | null {
+  return size === MIN_READ_BUFFER ? minBuffers : size === FIRST_READ_BUFFER ? firstBuffers : null;
+}
+
+/** A read buffer of `size` bytes: pooled for the small sizes. */
+function readBuffer(size: number): Uint8Array {
+  return poolFor(size)?.take() ?? new Uint8Array(size);
+}
+
 /** Smallest power of two that is at least `n`, within the buffer bounds. */
 function fitBufferSize(n: number): number {
   let size = MIN_READ_BUFFER;
@@ -99,7 +155,11 @@ class DenoTransport implements Transport {
   #conn: Deno.Conn;
   #localAddr: NetAddress | undefined;
   #remoteAddr: NetAddress | undefined;
-  #buf = new Uint8Array(FIRST_READ_BUFFER);
+  #buf = firstBuffers.take();
+  /** A pooled buffer just replaced, whose last chunk may still be lent: given back before the next read. */
+  #retired: Uint8Array | null = null;
+  /** Pull mode: a `read()` is pending. */
+  #pulling = false;
   #smallReads = 0;
   #largestSmallRead = 0;
   #closed = false;
@@ -139,19 +199,33 @@ class DenoTransport implements Transport {
 
   read(): Promise<Uint8Array | null> {
     if (this.#closed) return Promise.resolve(null);
+    // The previous chunk is no longer in use (the Transport contract).
+    this.#giveRetired();
     const buf = this.#buf;
+    this.#pulling = true;
     // Plain promise callbacks rather than an async function: one less
     // suspended frame per read on the hottest path.
     return this.#conn.read(buf).then((n) => {
+      this.#pulling = false;
+      if (this.#closed) {
+        this.#release();
+        return null;
+      }
       if (n === null) return null;
       this.#resize(buf.length, n);
-      // The next read gets a new buffer only when resized, so this view stays
-      // valid until then, as the Transport contract promises.
+      // The next read gets a new buffer only when resized, and a pooled one
+      // goes back only at the next read, so this view stays valid until then,
+      // as the Transport contract promises.
       return buf.subarray(0, n);
     }, (error) => {
+      this.#pulling = false;
       // close() cancels a pending read (Interrupted) and later reads see a
       // dead resource (BadResource); both just mean "end of stream" here.
-      if (this.#closed || isClosedError(error)) return null;
+      if (this.#closed) {
+        this.#release();
+        return null;
+      }
+      if (isClosedError(error)) return null;
       throw detached(error);
     });
   }
@@ -176,20 +250,20 @@ class DenoTransport implements Transport {
     if (this.#onRead !== undefined && !this.#pumping && this.#buf.length > MIN_READ_BUFFER) {
       // A consumer after the first (frames after a request head): it starts
       // small, not with what the head grew the buffer to.
-      this.#buf = new Uint8Array(MIN_READ_BUFFER);
+      this.#replaceBuffer(MIN_READ_BUFFER);
       this.#smallReads = 0;
       this.#largestSmallRead = 0;
     }
     this.#consumer = consumer;
-    this.#onRead ??= (result) => {
-      if (typeof result === "number" || result === null) this.#pushed(result);
-      else this.#pushFailed(result);
-    };
+    // Bound, not a closure: no context object of its own to keep.
+    this.#onRead ??= this.#readSettled.bind(this);
     this.resumeConsumer();
   }
 
   resumeConsumer(): void {
     if (this.#consumer === undefined || this.#closed || this.#pumping) return;
+    // The last chunk was lent during data() only: it is done with.
+    this.#giveRetired();
     this.#pumping = true;
     const target = this.#consumer.target?.() ?? null;
     this.#direct = target !== null;
@@ -201,10 +275,15 @@ class DenoTransport implements Transport {
     this.#consumer = undefined;
   }
 
+  #readSettled(result: unknown): void {
+    if (typeof result === "number" || result === null) this.#pushed(result);
+    else this.#pushFailed(result);
+  }
+
   #pushed(n: number | null): void {
     this.#pumping = false;
     // Closed by its owner: the consumer expects nothing more.
-    if (this.#closed) return;
+    if (this.#closed) return this.#release();
     const consumer = this.#consumer!;
     let more: boolean;
     try {
@@ -232,7 +311,7 @@ class DenoTransport implements Transport {
 
   #pushFailed(error: unknown): void {
     this.#pumping = false;
-    if (this.#closed) return;
+    if (this.#closed) return this.#release();
     this.#consumer!.end(isClosedError(error) ? null : detached(error));
   }
 
@@ -240,13 +319,13 @@ class DenoTransport implements Transport {
   #resize(size: number, n: number): void {
     if (n === size) {
       this.#smallReads = 0;
-      if (size < MAX_READ_BUFFER) this.#buf = new Uint8Array(size * 2);
+      if (size < MAX_READ_BUFFER) this.#replaceBuffer(size * 2);
     } else if (size > MIN_READ_BUFFER && n <= size >>> 2) {
       if (n > this.#largestSmallRead) this.#largestSmallRead = n;
       if (++this.#smallReads >= SHRINK_AFTER) {
         // Twice the largest recent read, so a steady small stream does not
         // immediately fill the new buffer and grow again.
-        this.#buf = new Uint8Array(fitBufferSize(this.#largestSmallRead * 2));
+        this.#replaceBuffer(fitBufferSize(this.#largestSmallRead * 2));
         this.#smallReads = 0;
         this.#largestSmallRead = 0;
       }
@@ -327,6 +406,36 @@ class DenoTransport implements Transport {
     } catch {
       // Already closed by the runtime (e.g. after a fatal error): nothing to do.
     }
+    // Pooled buffers go back once no read into them is pending (a pending
+    // one settles, cancelled, and lets go of them then) and no chunk of them
+    // is lent: in push mode a chunk is lent during data() only, which returns
+    // before any other read can complete. A chunk from read() may be in use
+    // until a next read() that will not come: those buffers are left to the
+    // garbage collector instead.
+    if (!this.#pumping && !this.#pulling && this.#consumer !== undefined) this.#release();
+  }
+
+  /** Switches to a buffer of `size`; a pooled one being left waits in `#retired` (its chunk may be lent). */
+  #replaceBuffer(size: number): void {
+    this.#giveRetired();
+    const old = this.#buf;
+    if (poolFor(old.length) !== null) this.#retired = old;
+    this.#buf = readBuffer(size);
+  }
+
+  #giveRetired(): void {
+    const retired = this.#retired;
+    if (retired === null) return;
+    this.#retired = null;
+    poolFor(retired.length)!.give(retired);
+  }
+
+  /** Closed, with no read pending: pooled buffers go back (no chunk is lent any more). */
+  #release(): void {
+    this.#giveRetired();
+    const buf = this.#buf;
+    this.#buf = EMPTY_BUFFER;
+    poolFor(buf.length)?.give(buf);
   }
 
   closeWrite(): void {

@@ -230,6 +230,44 @@ describe("WebSocketProtocol: memory of a quiet connection", () => {
       ]);
     });
 
+    test(`${role}: an empty keepalive ping, its pong and an empty close take no buffer`, () => {
+      const sizes: number[] = [];
+      const allocate = (size: number) => {
+        sizes.push(size);
+        return new Uint8Array(size);
+      };
+      const a = connection(role, { allocate });
+      const b = connection(role, { allocate });
+      for (let round = 0; round < 3; round++) {
+        a.ws.ping();
+        b.ws.pong();
+        a.ws.receive(peerFrame(role, { opcode: Opcode.Ping, payload: new Uint8Array(0) }));
+        const fromA = a.ws.takeOutput();
+        const fromB = b.ws.takeOutput();
+        assert.deepEqual(decodeFrames(fromA).map((f) => [f.opcode, f.payload.length]), [
+          [Opcode.Ping, 0],
+          [Opcode.Pong, 0],
+        ]);
+        assert.deepEqual(decodeFrames(fromB).map((f) => [f.opcode, f.payload.length]), [[
+          Opcode.Pong,
+          0,
+        ]]);
+        for (const frame of decodeFrames([...fromA, ...fromB])) assertSentBy(role, frame);
+        // Data in between: the arena, then quiet again.
+        a.ws.sendText("x".repeat(round * 50));
+        assert.deepEqual(sent(a.ws).map((f) => f.payload.length), [round * 50]);
+        a.ws.releaseIdleMemory();
+      }
+      a.ws.close(1000, "");
+      b.ws.close();
+      assert.deepEqual(sent(b.ws).map((f) => [f.opcode, f.payload.length]), [[Opcode.Close, 0]]);
+      assert.deepEqual(sent(a.ws).map((f) => f.opcode), [Opcode.Close]);
+      // Servers queue the same two bytes for each empty one (only a's close,
+      // with its code, takes a buffer); clients mask each (a key, a buffer).
+      const small = sizes.filter((size) => size < 64);
+      assert.deepEqual(small, role === "server" ? [4] : [...Array(9).fill(6), 8, 6]);
+    });
+
     test(`${role}: releasing idle memory keeps frames queued but not yet taken`, () => {
       const { ws } = connection(role);
       ws.sendBinary(pattern(300));
@@ -238,6 +276,29 @@ describe("WebSocketProtocol: memory of a quiet connection", () => {
       assert.deepEqual(sent(ws).map((f) => f.payload), [pattern(300), pattern(5)]);
     });
   }
+});
+
+describe("WebSocketProtocol: many connections at once", () => {
+  test("each keeps its own mask key while frames arrive in pieces, interleaved", () => {
+    // More parsers than one slab of keys holds (1024), each mid-frame while
+    // the others receive theirs: every payload unmasks with its own key.
+    const count = 1500;
+    const conns = Array.from({ length: count }, () => connection("server"));
+    const frames = conns.map((_, i) =>
+      clientFrame({
+        opcode: Opcode.Binary,
+        payload: pattern(40 + (i % 90)),
+        mask: Uint8Array.of(i & 0xff, (i >> 8) & 0xff, (i * 7) & 0xff, 0x5a),
+      })
+    );
+    // Header and mask key first (and a byte of payload), then the rest.
+    conns.forEach(({ ws }, i) => ws.receive(frames[i].subarray(0, 7)));
+    conns.forEach(({ ws }, i) => ws.receive(frames[i].subarray(7)));
+    conns.forEach(({ events }, i) => {
+      assert.equal(events.length, 1, `connection ${i}`);
+      assert.deepEqual(events[0], { type: "binary", data: pattern(40 + (i % 90)) });
+    });
+  });
 });
 
 describe("WebSocketProtocol: closing handshake (§5.5.1, §7)", () => {
