@@ -355,7 +355,7 @@ export class WebSocketProtocol {
   sendRaw(frame: Uint8Array): boolean {
     if (this.#state !== ReadyState.OPEN) return false;
     this.#sealArena();
-    (this.#out ??= []).push(frame);
+    this.#queue(frame);
     this.#outBytes += frame.length;
     return true;
   }
@@ -464,7 +464,7 @@ export class WebSocketProtocol {
       this.#sealArena();
       const frame = new Uint8Array(payload.buffer, payload.byteOffset - headerSize, size);
       writeFrameHeader(frame, 0, opcode, length, true, rsv1, null);
-      (this.#out ??= []).push(frame);
+      this.#queue(frame);
       return;
     }
     if (mask === null && !copy) {
@@ -473,7 +473,7 @@ export class WebSocketProtocol {
       const at = this.#reserve(headerSize);
       writeFrameHeader(this.#arena!, at, opcode, length, true, rsv1, null);
       this.#sealArena();
-      (this.#out ??= []).push(payload);
+      this.#queue(payload);
       return;
     }
     const empty = length === 0 && mask === null && this.#arena === null
@@ -482,7 +482,7 @@ export class WebSocketProtocol {
     if (empty !== undefined) {
       // An empty ping, pong or close from a server is always the same two
       // bytes: a keepalive ping allocates nothing (output is never written to).
-      (this.#out ??= []).push(empty);
+      this.#queue(empty);
       return;
     }
     let frame: Uint8Array;
@@ -497,12 +497,18 @@ export class WebSocketProtocol {
       this.#sealArena();
       frame = this.#allocate(size);
       at = 0;
-      (this.#out ??= []).push(frame);
+      this.#queue(frame);
     }
     writeFrameHeader(frame, at, opcode, length, true, rsv1, mask);
     if (length > 0) {
       unmaskInto(payload, frame, at + headerSize, mask);
     }
+  }
+
+  /** Adds a chunk to the output (a list made for one, so one keepalive ping holds no 17-slot array). */
+  #queue(chunk: Uint8Array): void {
+    if (this.#out === null) this.#out = [chunk];
+    else this.#out.push(chunk);
   }
 
   /** Room for `size` bytes at the end of the arena (a new arena if it is full). */
@@ -521,7 +527,7 @@ export class WebSocketProtocol {
   /** Moves the arena's newest frames onto the output queue, as one chunk. */
   #sealArena(): void {
     if (this.#arenaEnd > this.#arenaStart) {
-      (this.#out ??= []).push(this.#arena!.subarray(this.#arenaStart, this.#arenaEnd));
+      this.#queue(this.#arena!.subarray(this.#arenaStart, this.#arenaEnd));
       this.#arenaStart = this.#arenaEnd;
     }
   }
