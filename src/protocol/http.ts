@@ -129,10 +129,8 @@ export class HeadReader {
       if (end !== -1 && end <= this.#maxSize) {
         if (this.#strict) rejectBareLf(chunk, 0, end);
         // No copies for the usual head alone in its chunk (each ArrayBuffer costs ~250 ns on Deno).
-        return {
-          head: chunk.subarray(0, end),
-          rest: end === chunk.length ? EMPTY : chunk.slice(end),
-        };
+        if (end === chunk.length) return { head: chunk, rest: EMPTY };
+        return { head: chunk.subarray(0, end), rest: chunk.slice(end) };
       }
     }
     // Search from 3 bytes back, in case the terminator straddles chunks.
