@@ -133,6 +133,7 @@ const SLAB_MESSAGE_MAX = 256;
 
 /** The parts of no message (shared: a connection makes its own list on its first fragment). */
 const NO_PARTS: Uint8Array[] = [];
+/** The payload of an empty control frame (shared: there are no bytes to write to). */
 const NO_BYTES = new Uint8Array(0);
 
 /** What the frame in progress is. */

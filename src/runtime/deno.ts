@@ -92,8 +92,9 @@ class ReadBufferPool {
 }
 
 const firstBuffers = new ReadBufferPool(FIRST_READ_BUFFER);
-const EMPTY_BUFFER = new Uint8Array(0);
 const minBuffers = new ReadBufferPool(MIN_READ_BUFFER);
+/** What a closed transport's read buffer is once its pooled one went back. */
+const EMPTY_BUFFER = new Uint8Array(0);
 
 /** The pool a buffer of this size comes from, if any. */
 function poolFor(size: number): ReadBufferPool | null {
@@ -176,7 +177,8 @@ class DenoTransport implements Transport {
   #direct = false;
   /**
    * Push mode: the pending read's one callback, made once, for both outcomes
-   * (a count or `null`, else the error object): one closure per connection.
+   * (a count or `null`, else the error object): one bound function per
+   * connection.
    */
   #onRead: ((result: unknown) => void) | undefined;
 
