@@ -73,6 +73,12 @@ export interface StreamConnectionOptions<Data = undefined> {
  * is the same driver. Closing the connection closes `writable` and cancels
  * `readable`.
  *
+ * The chunks written to `writable` are views into buffers the connection
+ * keeps writing after them (and a server's empty pings and pongs are one
+ * two-byte frame shared by all connections): the sink may read or copy
+ * them, but must not modify them or transfer their `buffer` (to pass them
+ * to a worker, post a copy).
+ *
  * For composing your own pipeline from single stages instead, see
  * `FrameDecoderStream`, `MessageDecoderStream`, `MessageEncoderStream` and
  * `FrameEncoderStream`: they wrap the same protocol classes but leave the
