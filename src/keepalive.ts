@@ -56,6 +56,7 @@ export function tickPeriod(settings: KeepaliveSettings): number {
   return Math.min(1000, Math.max(10, Math.floor(shortest / 4)));
 }
 
+/** A setting that is on, or `Infinity` for one that is off (0). */
 function positiveOr(value: number): number {
   return value > 0 ? value : Infinity;
 }

@@ -9,7 +9,12 @@
  */
 
 import { frameHeaderSize, FrameParser, writeFrameHeader } from "./frame.ts";
-import { type InflateFunction, MessageAssembler, type MessageHandler } from "./message.ts";
+import {
+  type InflateFunction,
+  MessageAssembler,
+  type MessageHandler,
+  NO_BYTES,
+} from "./message.ts";
 import { isControlOpcode, Opcode } from "./opcodes.ts";
 import { nextMaskKey, unmaskInto } from "./mask.ts";
 import { CloseCode, encodeClosePayload, isValidWireCloseCode } from "./close_codes.ts";
@@ -103,8 +108,6 @@ function zeroed(size: number): Uint8Array {
 }
 /** Size of a connection's frame arena (allocated on its first send). */
 const ARENA_SIZE = 16 * 1024;
-/** No bytes: the payload of empty control frames (shared, never written). */
-const NO_BYTES = new Uint8Array(0);
 /** An unmasked close, ping and pong frame with no payload, by opcode from close (shared, never written). */
 const EMPTY_CONTROL_FRAMES = [
   Uint8Array.of(0x80 | Opcode.Close, 0),
@@ -476,13 +479,11 @@ export class WebSocketProtocol {
       this.#queue(payload);
       return;
     }
-    const empty = length === 0 && mask === null && this.#arena === null
-      ? EMPTY_CONTROL_FRAMES[opcode - Opcode.Close]
-      : undefined;
-    if (empty !== undefined) {
-      // An empty ping, pong or close from a server is always the same two
-      // bytes: a keepalive ping allocates nothing (output is never written to).
-      this.#queue(empty);
+    if (length === 0 && mask === null && this.#arena === null && isControlOpcode(opcode)) {
+      // An empty ping, pong or close (the only control frames sent) from a
+      // server is always the same two bytes: a keepalive ping allocates
+      // nothing (output is never written to).
+      this.#queue(EMPTY_CONTROL_FRAMES[opcode - Opcode.Close]);
       return;
     }
     let frame: Uint8Array;

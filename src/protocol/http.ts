@@ -283,19 +283,19 @@ function fieldName(text: string, from: number, to: number): string {
 
 /**
  * Parses the field lines of a head (ending in CRLF CRLF) that start at
- * `from`, checking each. One pass by index, no regular expressions or
+ * `first`, checking each. One pass by index, no regular expressions or
  * per-line strings beyond the name and value kept (handshakes parse one
  * head each, so this is on the connection-rate path).
  */
-function parseFields(text: string, from: number, status: number): HeadFields {
+function parseFields(text: string, first: number, status: number): HeadFields {
   // The head ends with CRLF CRLF: the last field line ends 4 characters before the end.
   const end = text.length - 2;
   // Sized once: two entries per line.
   let lines = 0;
-  for (let at = from; at < end; at = text.indexOf("\r\n", at) + 2) lines++;
+  for (let at = first; at < end; at = text.indexOf("\r\n", at) + 2) lines++;
   const list = new Array<string>(lines * 2);
   let n = 0;
-  for (let at = from, eol = 0; at < end; at = eol + 2) {
+  for (let at = first, eol = 0; at < end; at = eol + 2) {
     eol = text.indexOf("\r\n", at);
     const colon = text.indexOf(":", at);
     if (colon === -1 || colon >= eol || colon === at) {

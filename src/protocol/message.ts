@@ -133,8 +133,8 @@ const SLAB_MESSAGE_MAX = 256;
 
 /** The parts of no message (shared: a connection makes its own list on its first fragment). */
 const NO_PARTS: Uint8Array[] = [];
-/** The payload of an empty control frame (shared: there are no bytes to write to). */
-const NO_BYTES = new Uint8Array(0);
+/** No bytes: the payload of empty control frames (shared: there are no bytes to write to). */
+export const NO_BYTES: Uint8Array = new Uint8Array(0);
 
 /** What the frame in progress is. */
 const Kind = { None: 0, Control: 1, Text: 2, Binary: 3 } as const;
