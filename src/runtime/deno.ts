@@ -176,6 +176,12 @@ class DenoTransport implements Transport {
   /** Push mode: the pending read goes into the consumer's target, not the read buffer. */
   #direct = false;
   /**
+   * Inside `consumer.data()`: no read may start and no pooled buffer go back
+   * until it returns, as `conn.read(buf)` copies bytes already waiting into
+   * `buf` during the call, which would overwrite the chunk still lent.
+   */
+  #lending = false;
+  /**
    * Push mode: the pending read's one callback, made once, for both outcomes
    * (a count or `null`, else the error object): one bound function per
    * connection.
@@ -264,6 +270,8 @@ class DenoTransport implements Transport {
 
   resumeConsumer(): void {
     if (this.#consumer === undefined || this.#closed || this.#pumping) return;
+    // A hand-over from within data(): #pushed reads on once it returns.
+    if (this.#lending) return;
     // The last chunk was lent during data() only: it is done with.
     this.#giveRetired();
     this.#pumping = true;
@@ -295,7 +303,16 @@ class DenoTransport implements Transport {
       } else {
         const buf = this.#buf;
         this.#resize(buf.length, n);
-        more = consumer.data(buf.subarray(0, n));
+        this.#lending = true;
+        try {
+          more = consumer.data(buf.subarray(0, n));
+        } finally {
+          this.#lending = false;
+        }
+        // Closed from within data(): its buffers go back now that it returned.
+        if (this.#closed) return this.#release();
+        // Handed over to another consumer from within data(): it reads on.
+        if (this.#consumer !== consumer) more = true;
       }
     } catch (error) {
       // A consumer bug must not become an unhandled rejection (a crash on
@@ -306,6 +323,7 @@ class DenoTransport implements Transport {
         this.close();
         console.error("Sluice: a connection's reader failed:", again);
       }
+      if (this.#closed && !this.#pumping) this.#release();
       return;
     }
     if (more) this.resumeConsumer();
@@ -410,14 +428,20 @@ class DenoTransport implements Transport {
     }
     // Pooled buffers go back once no read into them is pending (a pending
     // one settles, cancelled, and lets go of them then) and no chunk of them
-    // is lent: in push mode a chunk is lent during data() only, which returns
-    // before any other read can complete. A chunk from read() may be in use
-    // until a next read() that will not come: those buffers are left to the
-    // garbage collector instead.
-    if (!this.#pumping && !this.#pulling && this.#consumer !== undefined) this.#release();
+    // is lent: in push mode a chunk is lent during data() only, and a close
+    // from within data() gives them back once it returns (#pushed). A chunk
+    // from read() may be in use until a next read() that will not come: those
+    // buffers are left to the garbage collector instead.
+    if (!this.#pumping && !this.#pulling && !this.#lending && this.#consumer !== undefined) {
+      this.#release();
+    }
   }
 
-  /** Switches to a buffer of `size`; a pooled one being left waits in `#retired` (its chunk may be lent). */
+  /**
+   * Switches to a buffer of `size`; a pooled one being left waits in
+   * `#retired` (its chunk may be lent). One replaced again while data() runs
+   * is left to the garbage collector.
+   */
   #replaceBuffer(size: number): void {
     this.#giveRetired();
     const old = this.#buf;
@@ -427,7 +451,8 @@ class DenoTransport implements Transport {
 
   #giveRetired(): void {
     const retired = this.#retired;
-    if (retired === null) return;
+    // While data() runs, the retired buffer may hold the chunk lent to it.
+    if (retired === null || this.#lending) return;
     this.#retired = null;
     poolFor(retired.length)!.give(retired);
   }
