@@ -16,6 +16,17 @@ const KEY_PATTERN = /^[A-Za-z0-9+/]{21}[AQgw]==$/;
 // uri-host [":" port] (RFC 9110 §7.2, RFC 3986 §3.2.2): no userinfo, path or spaces.
 const HOST_PATTERN = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::[0-9]*)?$/;
 
+// A request-target: visible ASCII only (RFC 9112 §3.2, RFC 3986 §2). The URL
+// parser would otherwise drop a trailing control character ("/admin\x01"
+// reaching the application as "/admin") and re-encode raw UTF-8 from the
+// head's one-character-per-byte text as something the client never sent.
+const TARGET_PATTERN = /^[\x21-\x7e]+$/;
+
+/** Whether `target` holds only the characters a request-target may (visible ASCII). */
+export function isValidTarget(target: string): boolean {
+  return TARGET_PATTERN.test(target);
+}
+
 /** Whether `host` is a valid Host header value: uri-host with an optional port (RFC 9110 §7.2). */
 export function isValidHost(host: string): boolean {
   return HOST_PATTERN.test(host);
@@ -139,6 +150,9 @@ export function validateUpgradeRequest(request: RequestHead, secure: boolean): U
     }
   }
   const target = request.target;
+  if (!isValidTarget(target)) {
+    throw new HandshakeError(400, "Invalid characters in the request target");
+  }
   let href: string | null;
   if (target.startsWith("/")) {
     // Origin-form is appended to the authority, not resolved against it:

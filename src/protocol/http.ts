@@ -292,7 +292,12 @@ function parseFields(text: string, first: number, status: number): HeadFields {
   const end = text.length - 2;
   // Sized once: two entries per line.
   let lines = 0;
-  for (let at = first; at < end; at = text.indexOf("\r\n", at) + 2) lines++;
+  for (let at = first; at < end; lines++) {
+    // A line without its CRLF (a head cut short): the loop below rejects it.
+    const eol = text.indexOf("\r\n", at);
+    if (eol === -1) break;
+    at = eol + 2;
+  }
   const list = new Array<string>(lines * 2);
   let n = 0;
   for (let at = first, eol = 0; at < end; at = eol + 2) {

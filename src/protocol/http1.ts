@@ -16,7 +16,7 @@
 
 import { HandshakeError } from "./errors.ts";
 import { isToken, parseRequestHead, type RequestHead, splitList } from "./http.ts";
-import { isValidHost } from "./handshake.ts";
+import { isValidHost, isValidTarget } from "./handshake.ts";
 
 /** How a request's body is delimited (RFC 9112 §6.3). */
 export type BodyFraming =
@@ -62,8 +62,6 @@ export const DEFAULT_MAX_BODY_SIZE = 8 * 1024 * 1024;
 // Methods a WHATWG `Request` cannot carry (Fetch §2.2.1 "forbidden method")
 // and that a request/response server has no use for.
 const UNSUPPORTED_METHODS = new Set(["CONNECT", "TRACE", "TRACK"]);
-// The request target: visible ASCII only (RFC 9112 §3.2, RFC 3986 §2).
-const TARGET = /^[\x21-\x7e]+$/;
 // 1*DIGIT and nothing else: no sign, no spaces, no list (RFC 9110 §8.6).
 const DIGITS = /^[0-9]+$/;
 
@@ -88,7 +86,7 @@ export function interpretRequest(head: RequestHead, options: Http1Options = {}):
     throw bad(`HTTP/${major}.${minor} is not supported: use HTTP/1.1`, 505);
   }
   const http11 = minor >= 1;
-  if (!TARGET.test(target)) throw bad("Invalid characters in the request target");
+  if (!isValidTarget(target)) throw bad("Invalid characters in the request target");
   if (UNSUPPORTED_METHODS.has(method.toUpperCase())) {
     throw bad(`Method ${method} is not supported`, 501);
   }
