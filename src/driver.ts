@@ -459,19 +459,37 @@ export class ConnectionDriver {
 
   /** Queues a complete, already encoded frame (pub/sub); no overflow check. */
   writeFrame(frame: Uint8Array): boolean {
-    if (this.#ordered > 0 || !this.#protocol.sendRaw(frame)) return false;
+    if (this.#ordered > 0) {
+      return this.#writeInOrder(frame.length, () => this.#protocol.sendRaw(frame));
+    }
+    if (!this.#protocol.sendRaw(frame)) return false;
     this.#queued();
     return true;
   }
 
   /** Encodes a message with this connection's codec (pub/sub); no overflow check. */
   writeMessage(data: string | Uint8Array): boolean {
-    if (this.#ordered > 0) return false;
-    const sent = typeof data === "string"
-      ? this.#protocol.sendText(data)
-      : this.#protocol.sendBinary(data);
+    const send = () =>
+      typeof data === "string" ? this.#protocol.sendText(data) : this.#protocol.sendBinary(data);
+    if (this.#ordered > 0) return this.#writeInOrder(data.length, send);
+    const sent = send();
     if (sent) this.#queued();
     return sent;
+  }
+
+  /**
+   * A pub/sub write behind Blobs still being read: queued after them (frames
+   * keep the order of sends), counted as buffered meanwhile. Its bytes are
+   * the hub's own, so they need no copy.
+   */
+  #writeInOrder(size: number, send: () => boolean): boolean {
+    if (this.#protocol.state !== ReadyState.OPEN) return false;
+    this.#blobBytes += size;
+    this.#enqueueOrdered(() => {
+      this.#blobBytes -= size;
+      if (send()) this.#queued();
+    });
+    return true;
   }
 
   /** Resolves once everything queued was written (or the connection ended). */

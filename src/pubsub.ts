@@ -548,7 +548,12 @@ export class PubSub<Target extends FanOutTarget = FanOutTarget> implements FanOu
     if (subscribers === undefined) return 0;
     const opcode = typeof message === "string" ? Opcode.Text : Opcode.Binary;
     this.#encodings++;
-    const encoded = new Encoded(message, payload, opcode, encodeFrame(opcode, payload));
+    const frame = encodeFrame(opcode, payload);
+    // The frame holds its own copy of the payload: what is encoded later (a
+    // held "latest" message, a compressed one) is made from it, not from the
+    // publisher's buffer, which may be reused as soon as publish() returns.
+    const own = frame.subarray(frame.length - payload.length);
+    const encoded = new Encoded(typeof message === "string" ? message : own, own, opcode, frame);
     let count = 0;
     // Map iteration tolerates subscribers leaving mid-loop (a "close" policy
     // finishing a connection synchronously).

@@ -461,9 +461,14 @@ export class WebSocketProtocol {
     const headerSize = frameHeaderSize(length, mask !== null);
     const size = headerSize + length;
     this.#outBytes += size;
-    if (mask === null && size > ARENA_SIZE / 2 && roomBefore(payload) >= headerSize) {
+    if (
+      mask === null && length > Math.min(this.#copyLimit, COPY_LIMIT) &&
+      roomBefore(payload) >= headerSize
+    ) {
       // A payload delivered with room for a header in front (an echo, a
-      // relay): header and payload leave as one buffer, with no copy.
+      // relay): header and payload leave as one buffer, with no copy. Only
+      // past the size that send() promises to copy (an application may
+      // reuse a smaller message's buffer as soon as send() returns).
       this.#sealArena();
       const frame = new Uint8Array(payload.buffer, payload.byteOffset - headerSize, size);
       writeFrameHeader(frame, 0, opcode, length, true, rsv1, null);
