@@ -31,3 +31,18 @@ export function pattern(length: number, seed = 0): Uint8Array {
   for (let i = 0; i < length; i++) out[i] = (i * 31 + seed * 7 + (i >>> 8)) & 0xff;
   return out;
 }
+
+/**
+ * A seeded pseudo-random generator (mulberry32): floats in [0, 1), the same
+ * sequence for the same seed, so a failing run can be replayed from its seed.
+ */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}

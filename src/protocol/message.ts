@@ -477,7 +477,11 @@ export class MessageAssembler implements FrameHandler {
   /** A payload buffer of `length` bytes with room for a server frame header in front. */
   #allocateWithRoom(length: number): Uint8Array {
     const room = frameHeaderSize(length, false);
-    const view = this.#allocate(room + length).subarray(room);
+    const buf = this.#allocate(room + length);
+    // The room is reachable through the view's `.buffer`: it must not show
+    // what an uninitialized allocation held (another connection's bytes).
+    buf.fill(0, 0, room);
+    const view = buf.subarray(room);
     giveRoom(view, room);
     return view;
   }

@@ -8,6 +8,7 @@ import {
 } from "../../src/protocol/message.ts";
 import { WebSocketError } from "../../src/protocol/errors.ts";
 import { Opcode } from "../../src/protocol/opcodes.ts";
+import { seededRandom } from "../_bytes.ts";
 import {
   bytes,
   clientFrame,
@@ -840,15 +841,8 @@ describe("MessageAssembler: compressed messages (RSV1)", () => {
 });
 
 describe("MessageAssembler: random streams", () => {
-  /** A small seeded PRNG (mulberry32), so a failure can be replayed. */
-  function random(seed: number): () => number {
-    return () => {
-      seed = (seed + 0x6d2b79f5) | 0;
-      let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-      t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-      return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-    };
-  }
+  /** A seeded PRNG, so a failure can be replayed. */
+  const random = seededRandom;
 
   const CHARS = [
     "a",
