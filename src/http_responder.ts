@@ -467,7 +467,10 @@ export class HttpConnection {
         }
         if (body.awaitingContinue) {
           body.awaitingContinue = false;
-          await this.#transport.write(CONTINUE_RESPONSE);
+          // A 1xx goes before the final response only (RFC 9110 §15.2): a
+          // response already under way that reads the request body (one
+          // that echoes it) must not get "HTTP/1.1 100" inside its body.
+          if (!this.#headWritten) await this.#transport.write(CONTINUE_RESPONSE);
         }
         this.#setTimer(this.#config.headTimeout, () => {
           this.#timedOut(null);

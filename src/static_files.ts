@@ -151,7 +151,6 @@ export function serveStatic(
     const url = new URL(request.url);
     const segments = safeSegments(url.pathname);
     if (segments === null) return text(404, "Not found");
-    realBase ??= realpath(base);
     let path = join(base, ...segments);
     try {
       let info = await stat(path);
@@ -160,7 +159,9 @@ export function serveStatic(
           // Relative links in the index resolve against the directory.
           return new Response(null, {
             status: 301,
-            headers: { location: `${url.pathname}/${url.search}` },
+            // One leading slash: "//evil.example" would be a protocol-relative
+            // redirect to another host.
+            headers: { location: `${url.pathname.replace(/^\/+/, "/")}/${url.search}` },
           });
         }
         path = join(path, index);
@@ -168,6 +169,11 @@ export function serveStatic(
       }
       if (!info.isFile()) return text(404, "Not found");
       const real = await realpath(path);
+      // A root that does not exist (yet) is tried again on the next request.
+      realBase ??= realpath(base).catch((error) => {
+        realBase = null;
+        throw error;
+      });
       const top = await realBase;
       if (!real.startsWith(top.endsWith(sep) ? top : top + sep)) return text(404, "Not found");
       const etag = `W/"${info.size.toString(16)}-${Math.floor(info.mtimeMs).toString(16)}"`;

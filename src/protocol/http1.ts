@@ -731,7 +731,26 @@ export function encodeResponseHead(
     if (options.version[1] === 0) out += "connection: keep-alive\r\n";
     if (options.idleSeconds !== undefined) out += `keep-alive: timeout=${options.idleSeconds}\r\n`;
   }
-  return encoder.encode(out + "\r\n");
+  return headBytes(out + "\r\n");
+}
+
+const NON_ASCII = /[^\x00-\x7f]/;
+
+/**
+ * A head's bytes: one byte per character up to U+00FF, as field values are
+ * byte strings (RFC 9110 §5.5) and requests are read the same way, so a
+ * value echoed from a request goes back as the bytes that came. A character
+ * above U+00FF (which a `Headers` object should not hold) goes out as UTF-8.
+ */
+function headBytes(text: string): Uint8Array {
+  if (!NON_ASCII.test(text)) return encoder.encode(text);
+  const bytes: number[] = [];
+  for (const char of text) {
+    const code = char.codePointAt(0)!;
+    if (code <= 0xff) bytes.push(code);
+    else bytes.push(...encoder.encode(char));
+  }
+  return Uint8Array.from(bytes);
 }
 
 /** The interim response that tells a client to send its body (RFC 9110 §15.2.1). */
