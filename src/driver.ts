@@ -341,6 +341,8 @@ export class ConnectionDriver {
   #lastHeard = 0;
   #lastMessage = 0;
   #pingSentAt = 0;
+  /** The output backlog at the last tick that found reading paused; -1 when not paused. */
+  #pausedBacklog = -1;
 
   #closeTimer: ReturnType<typeof setTimeout> | undefined;
 
@@ -688,7 +690,11 @@ export class ConnectionDriver {
 
   /** The transport failed (socket error): nothing more can be sent. */
   #fail(error: Error): void {
-    if (this.#failure === null && !this.#finished) {
+    // Once the peer's valid close frame is in, a socket error (a reset right
+    // after it, the echo's write failing) is the peer leaving, not a failure
+    // to report: the close it asked for is what the application sees.
+    const peerClosed = this.#protocol.closeCode !== CloseCode.Abnormal;
+    if (this.#failure === null && !this.#finished && !peerClosed) {
       this.#failure = error;
       this.#events.failed(error);
     }
@@ -967,12 +973,26 @@ export class ConnectionDriver {
   #tick(now: number): void {
     const settings = this.#options.keepalive;
     if (this.#transportClosed || settings === undefined) return;
-    if (this.#heard || this.#readPaused) {
+    // Reading paused is not the peer's silence when the application is
+    // behind, or when the peer is reading our output (the backlog that paused
+    // us shrank since the last tick). A peer that stopped reading altogether
+    // is not excused: else one frame sent once our output to it passed the
+    // high-water mark would keep it from every deadline, forever.
+    let excused = false;
+    if (this.#readPaused) {
+      const backlog = this.#outputBacklog();
+      excused = !this.#events.applicationReady() || this.#pausedBacklog < 0 ||
+        backlog < this.#pausedBacklog;
+      this.#pausedBacklog = backlog;
+    } else {
+      this.#pausedBacklog = -1;
+    }
+    if (this.#heard || excused) {
       this.#heard = false;
       this.#lastHeard = now;
       this.#pingSentAt = 0;
     }
-    if (this.#heardMessage || this.#readPaused) {
+    if (this.#heardMessage || excused) {
       this.#heardMessage = false;
       this.#lastMessage = now;
     } else {

@@ -687,10 +687,16 @@ class WebSocketServer<Data> implements Server {
       if (fault) console.error("Sluice server:", error);
       return;
     }
+    // An error reporter must not take the server down, whether it throws or,
+    // being async, rejects.
     try {
-      onError(error);
+      const result: unknown = onError(error);
+      if (result instanceof Promise) {
+        result.catch((thrown: unknown) => {
+          console.error("Sluice server: onError rejected", thrown, "while reporting", error);
+        });
+      }
     } catch (thrown) {
-      // An error reporter must not take the server down.
       console.error("Sluice server: onError threw", thrown, "while reporting", error);
     }
   }

@@ -798,7 +798,14 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
       if (onError !== undefined) {
         heard = true;
         try {
-          onError(this, error);
+          // Typed to return nothing, but an async one returns a promise: its
+          // rejection must not become an unhandled one (a crash on Deno).
+          const result: unknown = onError(this, error);
+          if (isThenable(result)) {
+            result.then(undefined, (err: unknown) => {
+              this.#reportElsewhere(toError(err), "the error callback");
+            });
+          }
         } catch (err) {
           this.#reportElsewhere(toError(err), "the error callback");
         }
@@ -817,7 +824,12 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
     const onError = this.#init.onError;
     if (onError !== undefined) {
       try {
-        onError(error);
+        const result: unknown = onError(error);
+        if (isThenable(result)) {
+          result.then(undefined, (err: unknown) => {
+            console.error(`Sluice: onError rejected while reporting ${what}:`, err, error);
+          });
+        }
         return;
       } catch {
         // Fall through to the console.
