@@ -530,7 +530,19 @@ export class PerMessageDeflate {
           if (ended) break;
         }
       }
-      if (!ended) ended = inflateChunk(engine, TAIL, sink);
+      if (!ended) {
+        const before = sink.size;
+        ended = inflateChunk(engine, TAIL, sink);
+        // The tail completes an empty stored block (§7.2.1) and yields no
+        // data. Data from it means the message stopped inside a stored
+        // block, whose length the tail's bytes were then read as: the
+        // inflater would go on reading the next message as stored bytes.
+        if (sink.size !== before) {
+          throw new DecompressionError(
+            "Invalid compressed data: the message does not end at a DEFLATE block boundary",
+          );
+        }
+      }
       if (ended && this.#inflateTakeover) {
         // The DEFLATE stream ended (BFINAL); start a new one that still sees
         // the window, as §7.2.2 asks ("the LZ77 sliding window used to process
@@ -575,6 +587,11 @@ class Sink {
 
   constructor(maxSize: number) {
     this.#maxSize = maxSize;
+  }
+
+  /** Bytes of output so far. */
+  get size(): number {
+    return this.#total;
   }
 
   /** Output space for the next zlib call: never more than one byte past the limit. */
