@@ -37,7 +37,7 @@ export interface ConnectOptions<Data = unknown> {
   origin?: string;
   /** Aborting it aborts the handshake, or closes the connection (1000) once open. */
   signal?: AbortSignal;
-  /** Milliseconds the whole opening handshake may take. @default {10000} */
+  /** Milliseconds the whole opening handshake may take (`Infinity`: no limit). @default {10000} */
   handshakeTimeout?: number;
   /** Largest message in bytes; larger ones fail the connection with 1009. @default {16777216} */
   maxMessageSize?: number;
@@ -270,9 +270,17 @@ async function openHandshake<Data>(
 function clientInit<Data>(
   options: ConnectOptions<Data>,
   binaryType: BinaryType,
-  browserCloseCodes = false,
+  whatwgClass = false,
 ): ConnectionInit<Data> {
   const maxMessageSize = options.maxMessageSize ?? 16 * 1024 * 1024;
+  const handshakeTimeout = options.handshakeTimeout;
+  if (handshakeTimeout !== undefined && !(handshakeTimeout > 0)) {
+    throw new RangeError(
+      `handshakeTimeout must be a positive number of milliseconds (Infinity: no limit), got ${
+        String(handshakeTimeout)
+      }`,
+    );
+  }
   return {
     role: "client",
     maxMessageSize,
@@ -284,7 +292,8 @@ function clientInit<Data>(
     binaryType,
     handlers: options.handlers,
     keepalive: keepaliveOf(options),
-    browserCloseCodes,
+    browserCloseCodes: whatwgClass,
+    openInline: whatwgClass,
   };
 }
 
@@ -302,13 +311,16 @@ function makeConnection<Data>(
 
 /**
  * Runs the handshake for `ws` and starts it; on failure, fails it with the
- * error and rethrows. Handles the timeout and abort signal.
+ * error and rethrows. Handles the timeout and abort signal. `requireProtocol`:
+ * the WHATWG class, for which a response selecting none of the offered
+ * subprotocols fails.
  */
 async function establish<Data>(
   ws: WebSocketConnection<Data>,
   url: URL,
   protocols: string[],
   options: ConnectOptions<Data>,
+  requireProtocol = false,
 ): Promise<void> {
   let transport: Transport | null = null;
   let abortedWith: Error | null = null;
@@ -322,10 +334,14 @@ async function establish<Data>(
   };
   const guard = <T>(promise: Promise<T>) => Promise.race([promise, aborted]);
   const timeout = options.handshakeTimeout ?? 10_000;
-  const timer = setTimeout(
-    () => abort(new HandshakeError(0, `Opening handshake timed out after ${timeout} ms`)),
-    timeout,
-  );
+  // Infinity (or anything past setTimeout's 2^31-1 ms, which would fire at
+  // once) means no limit.
+  const timer = timeout < 2 ** 31
+    ? setTimeout(
+      () => abort(new HandshakeError(0, `Opening handshake timed out after ${timeout} ms`)),
+      timeout,
+    )
+    : undefined;
   const onAbort = () => abort(new DOMException("The connection was aborted", "AbortError"));
   options.signal?.addEventListener("abort", onAbort, { once: true });
   ws._onAbort(() => abort(new Error("WebSocket was closed before the connection was established")));
@@ -338,6 +354,16 @@ async function establish<Data>(
     if (abortedWith !== null) {
       done.transport.close();
       throw abortedWith;
+    }
+    if (requireProtocol && protocols.length > 0 && done.protocol === "") {
+      // WHATWG "establish a WebSocket connection": with subprotocols offered,
+      // a response that selects none fails (RFC 6455 lets connect() accept it).
+      done.transport.close();
+      throw new HandshakeError(
+        101,
+        "Server did not select any of the offered subprotocols",
+        done.headers,
+      );
     }
     const codec = done.deflate === null
       ? null
@@ -436,6 +462,6 @@ export class WebSocket extends WebSocketConnection<undefined> {
       undefined,
     );
     // Failures surface as error and close events, as in browsers.
-    establish(this, target, list, options as ConnectOptions<undefined>).catch(() => {});
+    establish(this, target, list, options as ConnectOptions<undefined>, true).catch(() => {});
   }
 }

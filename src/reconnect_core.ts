@@ -13,6 +13,7 @@
 
 import type { CloseInfo, SendData } from "./websocket.ts";
 import { HandshakeError, WebSocketError } from "./protocol/errors.ts";
+import { clampCloseCode } from "./ws_url.ts";
 
 /**
  * How the backoff delay is randomised, so that many clients dropped at once
@@ -244,6 +245,8 @@ export function shouldReconnectByDefault(
 
 const encoder = new TextEncoder();
 const OPEN = 1;
+/** The longest delay `setTimeout` takes (2^31-1 ms); longer ones fire at once. */
+const MAX_TIMER_DELAY = 2 ** 31 - 1;
 
 function sendSize(data: SendData): number {
   if (typeof data === "string") return encoder.encode(data).length;
@@ -541,6 +544,9 @@ export class ReconnectingSocket<S extends ReconnectableSocket> extends EventTarg
    * or wait in progress. Queued messages are discarded. Idempotent.
    */
   close(code?: number, reason?: string): void {
+    // As the WHATWG close(): [Clamp] first, so that the inner socket never
+    // refuses a code let through here (it would stay open, CLOSING forever).
+    code = clampCloseCode(code);
     if (code !== undefined && code !== 1000 && !(code >= 3000 && code <= 4999)) {
       throw new DOMException(
         `Close code ${code} is not allowed: use 1000 or 3000-4999`,
@@ -577,7 +583,8 @@ export class ReconnectingSocket<S extends ReconnectableSocket> extends EventTarg
       default:
         delay = this.#minDelay + Math.random() * (ceiling - this.#minDelay);
     }
-    return Math.round(delay);
+    // setTimeout takes at most 2^31-1 ms: a longer delay would fire at once.
+    return Math.min(Math.round(delay), MAX_TIMER_DELAY);
   }
 
   async #run(): Promise<void> {

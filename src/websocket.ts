@@ -24,6 +24,7 @@ import { CloseCode, isValidWireCloseCode } from "./protocol/close_codes.ts";
 import { parseRequestHead } from "./protocol/http.ts";
 import type { KeepaliveSettings } from "./keepalive.ts";
 import type { FanOutTarget } from "./pubsub_port.ts";
+import { clampCloseCode } from "./ws_url.ts";
 import type { PubSub, SubscribeOptions } from "./pubsub.ts";
 import {
   type CloseInfo,
@@ -103,6 +104,12 @@ export interface ConnectionInit<Data> {
   keepalive?: KeepaliveSettings;
   /** `close()` takes only 1000 and 3000-4999, as in browsers (the `WebSocket` class). */
   browserCloseCodes?: boolean;
+  /**
+   * A client opens in the task its handshake completed in, so that
+   * `readyState` turns OPEN as `open` fires (the `WebSocket` class, whose
+   * handlers are attached before it connects), not one task before it.
+   */
+  openInline?: boolean;
   /** Where user-code errors go when the connection has no error handler or listener. */
   onError?: (error: Error) => void;
   /**
@@ -521,8 +528,10 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
    * bytes of UTF-8 `SyntaxError`, before anything is sent.
    */
   close(code?: number, reason?: string): void {
+    const browser = this.#init.browserCloseCodes === true;
+    // The WHATWG close() takes `[Clamp] unsigned short`: 3000.5 is 3000.
+    if (browser) code = clampCloseCode(code);
     if (code !== undefined) {
-      const browser = this.#init.browserCloseCodes === true;
       const allowed = browser
         ? code === 1000 || (code >= 3000 && code <= 4999)
         : Number.isInteger(code) && isValidWireCloseCode(code);
@@ -864,7 +873,9 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
     );
     this.#driver = driver;
     if (attach.written !== undefined) driver.adoptWrite(attach.written);
-    if (init.role === "server" && attach.deferOpen !== true) return this.#open(driver, initial);
+    if (init.role === "server" ? attach.deferOpen !== true : init.openInline === true) {
+      return this.#open(driver, initial);
+    }
     // A client's caller gets the connection only after this returns (when
     // `await connect()` resumes): open it, and deliver bytes that came with
     // the 101, in a later task, once the caller could attach its handlers.
