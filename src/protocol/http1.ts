@@ -734,7 +734,7 @@ export function encodeResponseHead(
   return headBytes(out + "\r\n");
 }
 
-const NON_ASCII = /[^\x00-\x7f]/;
+const NON_ASCII = /[\u0080-\uffff]/;
 
 /**
  * A head's bytes: one byte per character up to U+00FF, as field values are
