@@ -175,7 +175,13 @@ export function serveStatic(
         throw error;
       });
       const top = await realBase;
-      if (!real.startsWith(top.endsWith(sep) ? top : top + sep)) return text(404, "Not found");
+      const root = top.endsWith(sep) ? top : top + sep;
+      if (!real.startsWith(root)) return text(404, "Not found");
+      // A symlink with a plain name may lead to a hidden file (or into a
+      // hidden directory) inside the folder: judged by where it leads.
+      if (real.slice(root.length).split(sep).some((part) => part.startsWith("."))) {
+        return text(404, "Not found");
+      }
       const etag = `W/"${info.size.toString(16)}-${Math.floor(info.mtimeMs).toString(16)}"`;
       const lastModified = new Date(Math.floor(info.mtimeMs / 1000) * 1000).toUTCString();
       const headers: Record<string, string> = {

@@ -93,6 +93,11 @@ describe("cli.ts serve --static", () => {
     symlinkSync(join(dir, "secret.txt"), join(site, "leak.txt"));
     symlinkSync(dir, join(site, "parent"));
     symlinkSync(join(site, "notes.txt"), join(site, "alias.txt"));
+    // Plain names inside the folder that lead to a hidden file or directory.
+    symlinkSync(join(site, ".env"), join(site, "env.txt"));
+    mkdirSync(join(site, ".private"));
+    writeFileSync(join(site, ".private", "key.txt"), "SECRET in a hidden directory");
+    symlinkSync(join(site, ".private"), join(site, "public"));
     server = await startCli(["serve", "--port", "0", "--hostname", "127.0.0.1", "--static", site]);
   });
 
@@ -212,6 +217,8 @@ describe("cli.ts serve --static", () => {
       "/parent/secret.txt",
       "/.env",
       "/%2eenv",
+      "/env.txt",
+      "/public/key.txt",
       "/sub/%2e%2e/%2e%2e/secret.txt",
       `http://127.0.0.1:${port}/../secret.txt`,
     ];
