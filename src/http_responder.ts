@@ -741,10 +741,24 @@ export class HttpConnection {
 
   async #write(bytes: Uint8Array): Promise<void> {
     if (this.#closed) throw new SocketGone();
+    let stall: ReturnType<typeof setTimeout> | undefined;
     try {
-      await this.#transport.write(bytes);
+      const pending = this.#transport.write(bytes);
+      if (pending === undefined) return;
+      // A client that takes none of a response for as long as a request body
+      // may stay silent is cut, as a silent body is: else one that never
+      // reads would hold its connection (and an open file) forever.
+      await new Promise<void>((resolve, reject) => {
+        stall = setTimeout(() => {
+          reject(new Error(`The client took no response bytes for ${this.#config.headTimeout} ms`));
+          this.#finish();
+        }, this.#config.headTimeout);
+        pending.then(resolve, reject);
+      });
     } catch (error) {
       throw new SocketGone(error);
+    } finally {
+      if (stall !== undefined) clearTimeout(stall);
     }
   }
 }

@@ -143,7 +143,7 @@ function parseResponses(text: string, heads: boolean[] = []): Parsed[] {
 async function withServer(
   fetch: FetchHandler,
   body: (port: number, errors: Error[], server: Server) => Promise<void>,
-  options: { maxBodySize?: number } = {},
+  options: { maxBodySize?: number; handshakeTimeout?: number } = {},
 ): Promise<void> {
   const errors: Error[] = [];
   const server = await serve({
@@ -390,6 +390,41 @@ describe("hostile HTTP: response heads and bodies", () => {
       assert.deepEqual(response.headers.get("x-set"), ["caf\u00e9"], "one octet 0xE9");
       assert.deepEqual(response.headers.get("x-echo"), ["caf\u00c3\u00a9"], "the octets sent");
     });
+  });
+
+  test("a client that never reads its response is cut after handshakeTimeout, not kept forever", async () => {
+    // 64 MiB streamed: far more than the socket buffers hold. The client
+    // sends its request and then reads nothing.
+    let aborted: number | null = null;
+    let started = 0;
+    const app: FetchHandler = (request) => {
+      started = performance.now();
+      request.signal.addEventListener("abort", () => (aborted = performance.now()));
+      let sent = 0;
+      const body = new ReadableStream<Uint8Array>({
+        pull(controller) {
+          if (sent >= 64 * 1024 * 1024) return controller.close();
+          sent += 64 * 1024;
+          controller.enqueue(new Uint8Array(64 * 1024));
+        },
+      });
+      return new Response(body);
+    };
+    await withServer(app, async (port) => {
+      const socket = net.connect(port, HOST);
+      socket.on("error", () => {});
+      try {
+        await new Promise<void>((resolve) => socket.once("connect", () => resolve()));
+        socket.pause(); // Never reads.
+        socket.write(GET("/big"));
+        const deadline = performance.now() + 8_000;
+        while (aborted === null && performance.now() < deadline) await sleep(50);
+        assert.ok(aborted !== null, "the stalled response was never cut");
+        assert.ok(aborted - started < 5_000, `cut after ${Math.round(aborted - started)} ms`);
+      } finally {
+        socket.destroy();
+      }
+    }, { handshakeTimeout: 500 });
   });
 
   test("HEAD: the GET's Content-Length, no body bytes; 204 never carries a length or body", async () => {
