@@ -60,6 +60,9 @@ import { Buffer } from "node:buffer";
 import { createClient } from "@redis/client";
 import type { Broker, BrokerHealth, BrokerReceiver } from "./broker.ts";
 
+// The types RedisBroker's signatures name, for users of this entry point alone.
+export type { Broker, BrokerHealth, BrokerReceiver } from "./broker.ts";
+
 /**
  * Options of {@linkcode RedisBroker}.
  *

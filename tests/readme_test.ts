@@ -60,10 +60,13 @@ export function extractSnippets(markdown: string): Snippet[] {
   return snippets;
 }
 
-/** The snippet as a standalone file importing this repository's `mod.ts`. */
+/** The snippet as a standalone file importing this repository's entry points. */
 function standalone(code: string): string {
   const mod = pathToFileURL(join(REPO_ROOT, "mod.ts")).href;
-  return code.replace(/(["'])@sluice\/ws\1/g, JSON.stringify(mod));
+  const redis = pathToFileURL(join(REPO_ROOT, "src", "redis_broker.ts")).href;
+  return code
+    .replace(/(["'])@sluice\/ws\1/g, JSON.stringify(mod))
+    .replace(/(["'])@sluice\/ws\/redis\1/g, JSON.stringify(redis));
 }
 
 interface RunResult {
@@ -171,8 +174,9 @@ describe("README.md examples", { skip: skipTls || false }, () => {
   test("every example type-checks (deno check)", () => {
     assert.ok(deno, "deno not found on PATH or in tools/node_modules/.bin");
     // One process for all snippets: the library is checked once.
+    // From the repository, whose deno.json resolves the Redis entry point's npm client.
     const result = spawnSync(deno, ["check", "--quiet", ...files.values()], {
-      cwd: dir,
+      cwd: REPO_ROOT,
       encoding: "utf8",
       timeout: 120_000,
       env: { ...process.env, NO_COLOR: "1" },
