@@ -56,7 +56,15 @@ const CONTENT_TYPES: Record<string, string> = {
   ".webm": "video/webm",
 };
 
-/** The content type for a file name (`application/octet-stream` when unknown). */
+/**
+ * The content type for a file name (`application/octet-stream` when unknown).
+ *
+ * @example
+ * ```ts
+ * import { contentType } from "@sluice/ws";
+ * console.log(contentType("app.js")); // "text/javascript; charset=utf-8"
+ * ```
+ */
 export function contentType(path: string): string {
   return CONTENT_TYPES[extname(path).toLowerCase()] ?? "application/octet-stream";
 }

@@ -47,6 +47,12 @@ export const CloseCode = {
  * and 3000-4999 (§7.4.2). 1004 is reserved and 1005, 1006 and 1015 are never
  * sent (§7.4.1); 1016-2999 are unassigned. Anything else received fails the
  * connection (1002).
+ *
+ * @example
+ * ```ts
+ * import { isValidWireCloseCode } from "@sluice/ws";
+ * console.log(isValidWireCloseCode(1001), isValidWireCloseCode(1005)); // true false
+ * ```
  */
 export function isValidWireCloseCode(code: number): boolean {
   return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) ||
@@ -67,6 +73,13 @@ const strictDecoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true })
  * Parses a received close frame payload (§5.5.1): empty, or a 2-byte code
  * followed by a UTF-8 reason. Throws a {@linkcode WebSocketError} (1002 or
  * 1007) for a 1-byte payload, a code that may not be sent, or a bad reason.
+ *
+ * @example
+ * ```ts
+ * import { parseClosePayload } from "@sluice/ws";
+ * const payload = new Uint8Array([0x03, 0xe9, 0x62, 0x79, 0x65]); // 1001 "bye"
+ * console.log(parseClosePayload(payload)); // { code: 1001, reason: "bye" }
+ * ```
  */
 export function parseClosePayload(payload: Uint8Array): ClosePayload {
   if (payload.length === 0) return { code: CloseCode.NoStatus, reason: "" };
@@ -97,6 +110,12 @@ const encoder = new TextEncoder();
  * Encodes a close frame payload. Code 1005 (or `undefined`) yields an empty
  * payload. Throws `RangeError` if the code cannot be sent or the reason is
  * over 123 bytes of UTF-8 (§5.5: control payloads are at most 125 bytes).
+ *
+ * @example
+ * ```ts
+ * import { encodeClosePayload } from "@sluice/ws";
+ * console.log(encodeClosePayload(1000, "done")); // Uint8Array(6) [3, 232, 100, 111, 110, 101]
+ * ```
  */
 export function encodeClosePayload(code?: number, reason = ""): Uint8Array {
   if (code === undefined || code === CloseCode.NoStatus) {

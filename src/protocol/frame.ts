@@ -106,6 +106,13 @@ export interface EncodeFrameOptions {
 /**
  * Encodes one frame into a single new buffer: header followed by the payload
  * (masked when asked; `payload` itself is never modified).
+ *
+ * @example A server's text frame
+ * ```ts
+ * import { encodeFrame, Opcode } from "@sluice/ws";
+ * const frame = encodeFrame(Opcode.Text, new TextEncoder().encode("Hi"));
+ * console.log(frame); // Uint8Array(4) [129, 2, 72, 105]
+ * ```
  */
 export function encodeFrame(
   opcode: number,
@@ -197,6 +204,17 @@ function maskKeyView(): Uint8Array {
  * handed on as views of the input. Every rule that can be checked from the
  * header alone is checked here, before any payload is accepted. A rule broken
  * throws a {@linkcode WebSocketError}; the parser must not be used after that.
+ *
+ * @example A server reading a client's masked "Hello" (RFC 6455 §5.7)
+ * ```ts
+ * import { FrameParser } from "@sluice/ws";
+ * const parser = new FrameParser({
+ *   frameStart: (header) => console.log(header.opcode, header.length), // 1 5
+ *   framePayload: (chunk, start, end) => console.log(end - start), // 5 (still masked)
+ *   frameEnd: () => console.log("end"),
+ * }, { role: "server", maxFrameSize: 1024 });
+ * parser.push(new Uint8Array([0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]));
+ * ```
  */
 export class FrameParser {
   #handler: FrameHandler;

@@ -65,7 +65,15 @@ export async function acceptKey(key: string): Promise<string> {
   return toBase64(new Uint8Array(digest));
 }
 
-/** A fresh `Sec-WebSocket-Key`: base64 of 16 random bytes (§4.1). */
+/**
+ * A fresh `Sec-WebSocket-Key`: base64 of 16 random bytes (§4.1).
+ *
+ * @example
+ * ```ts
+ * import { generateKey } from "@sluice/ws";
+ * console.log(generateKey().length); // 24
+ * ```
+ */
 export function generateKey(): string {
   return toBase64(crypto.getRandomValues(new Uint8Array(16)));
 }
