@@ -39,7 +39,10 @@
  *   receives one message per key, the newest value, in the order the keys
  *   were first held back (they are also sent first by the next publish that
  *   finds the connection no longer slow). Memory per slow subscriber is
- *   bounded by its number of distinct keys, never by the publish rate.
+ *   bounded by its number of distinct keys, never by the publish rate, and
+ *   by its `maxBuffered` (at least 1 MiB) of held frames: a message with a
+ *   new key past that is dropped (counted as `"drop"` counts), so a key
+ *   function that names every message anew cannot make a queue of it.
  *
  * There is never an unbounded queue, and publishing never waits.
  *
@@ -346,6 +349,8 @@ class Peer {
   readonly subs = new Map<string, Subscription>();
   /** Held messages by `${subscription id}:${key}`, in first-held-back order. */
   held: Map<string, Held> | null = null;
+  /** Frame bytes of the held messages. */
+  heldBytes = 0;
   /** Messages skipped for this connection (all topics, `"drop"`). */
   dropped = 0;
 }
@@ -627,7 +632,11 @@ export class PubSub<Target extends FanOutTarget = FanOutTarget> implements FanOu
     }
     this.#subscriptions--;
     if (peer.held !== null) {
-      for (const [k, held] of peer.held) if (held.sub === sub) peer.held.delete(k);
+      for (const [k, held] of peer.held) {
+        if (held.sub !== sub) continue;
+        peer.held.delete(k);
+        peer.heldBytes -= held.message.frame.length;
+      }
       if (peer.held.size === 0) peer.held = null;
     }
   }
@@ -701,15 +710,27 @@ export class PubSub<Target extends FanOutTarget = FanOutTarget> implements FanOu
       }
     }
     const slot = `${sub.id}:${key}`;
-    const held = peer.held ??= new Map();
-    const previous = held.get(slot);
+    const previous = peer.held?.get(slot);
     if (previous !== undefined) {
       // Replacing keeps the slot's place: first-held-back order.
+      peer.heldBytes += message.frame.length - previous.message.frame.length;
       previous.message = message;
       this.#conflated++;
-    } else {
-      held.set(slot, { sub, message });
+      return true;
     }
+    // A new key is held only within max(maxBuffered, 1 MiB) (one always), so
+    // a key per message cannot turn conflation into an unbounded queue.
+    if (
+      peer.held !== null &&
+      peer.heldBytes + message.frame.length > Math.max(sub.maxBuffered, DEFAULT_MAX_BUFFERED)
+    ) {
+      sub.gap++;
+      this.#dropped++;
+      peer.dropped++;
+      return false;
+    }
+    (peer.held ??= new Map()).set(slot, { sub, message });
+    peer.heldBytes += message.frame.length;
     return true;
   }
 
@@ -718,8 +739,12 @@ export class PubSub<Target extends FanOutTarget = FanOutTarget> implements FanOu
     const held = peer.held;
     if (held === null) return;
     for (const [slot, entry] of held) {
-      if (ws.bufferedAmount > entry.sub.maxBuffered) return;
+      // Entries of a subscription that is still slow wait; others' go on. A
+      // subscription left with held entries is therefore slow, so #deliver
+      // holds its next message behind them instead of overtaking them.
+      if (ws.bufferedAmount > entry.sub.maxBuffered) continue;
       held.delete(slot);
+      peer.heldBytes -= entry.message.frame.length;
       this.#write(ws, entry.message);
     }
     if (held.size === 0 && peer.held === held) peer.held = null;

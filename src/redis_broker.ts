@@ -97,6 +97,9 @@ export interface RedisBrokerOptions {
 
 type Listener = (message: Buffer) => void;
 
+/** Publish bytes awaiting Redis's reply above which publishes are dropped (counted in `unsent`). */
+const MAX_IN_FLIGHT_BYTES = 16 * 1024 * 1024;
+
 /**
  * The part of node-redis's client this broker uses. Its own generic type is
  * large (modules, scripts, RESP versions) and costly to check; this is all
@@ -170,6 +173,8 @@ export class RedisBroker implements Broker {
   #everUp = false;
   #closed = false;
   #unsent = 0;
+  /** Bytes handed to the publishing connection and not yet acknowledged by Redis. */
+  #inFlight = 0;
 
   /**
    * Checks the options; connects only when the server calls `start`.
@@ -235,15 +240,22 @@ export class RedisBroker implements Broker {
   publish(topic: string, payload: Uint8Array): void {
     const pub = this.#pub;
     // Not queued while down: at most once, and bounded memory in an outage.
-    if (pub === null || !pub.isReady) {
+    // A Redis that stops reading (stalled, a dead path) leaves the connection
+    // "ready": bound what waits for its acknowledgement too.
+    const size = payload.byteLength;
+    if (pub === null || !pub.isReady || this.#inFlight + size > MAX_IN_FLIGHT_BYTES) {
       this.#unsent++;
       return;
     }
+    this.#inFlight += size;
     pub.publish(
-      this.#prefix + topic,
+      this.#channel(topic),
       Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength),
-    ).catch(() => {
+    ).then(() => {
+      this.#inFlight -= size;
+    }, () => {
       // The connection broke with this publish in flight: health reports it.
+      this.#inFlight -= size;
       this.#unsent++;
     });
   }
@@ -253,14 +265,14 @@ export class RedisBroker implements Broker {
     const listener: Listener = (message) => this.#receiver?.message(topic, message);
     this.#listeners.set(topic, listener);
     // While down this waits in the client's queue; the reconnect resubscribes anyway.
-    this.#sub.subscribe(this.#prefix + topic, listener, true).catch(() => {});
+    this.#sub.subscribe(this.#channel(topic), listener, true).catch(() => {});
   }
 
   unsubscribe(topic: string): void {
     const listener = this.#listeners.get(topic);
     if (this.#closed || this.#sub === null || listener === undefined) return;
     this.#listeners.delete(topic);
-    this.#sub.unsubscribe(this.#prefix + topic, listener, true).catch(() => {});
+    this.#sub.unsubscribe(this.#channel(topic), listener, true).catch(() => {});
   }
 
   async close(): Promise<void> {
@@ -308,6 +320,17 @@ export class RedisBroker implements Broker {
     client.on("ready", () => this.#update(null));
     client.on("end", () => this.#update(null));
     return client;
+  }
+
+  /**
+   * The Redis channel of `topic`. node-redis sends channel names as UTF-8,
+   * which cannot carry lone surrogates: such a topic (and, to keep the
+   * mapping one-to-one, one starting with NUL) is escaped as NUL + its JSON.
+   */
+  #channel(topic: string): string {
+    return topic.isWellFormed() && !topic.startsWith("\u0000")
+      ? this.#prefix + topic
+      : this.#prefix + "\u0000" + JSON.stringify(topic);
   }
 
   /** The reconnect strategy: give up only before the first success, unless degraded starts are allowed. */
