@@ -600,6 +600,9 @@ export class ConnectionDriver {
   #canRead(): boolean {
     // Once closed, input is only read to see the peer's EOF: nothing is delivered.
     if (this.#protocol.state === ReadyState.CLOSED) return true;
+    // Once our close frame is out, read on to find the peer's answer: an
+    // application that is behind must not turn a clean close into 1006.
+    if (this.#protocol.closeSent) return true;
     if (!this.#events.applicationReady()) return false;
     return this.#options.role === "client" || this.#outputBacklog() <= OUTPUT_HIGH_WATER;
   }

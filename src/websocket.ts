@@ -173,7 +173,7 @@ function connecting(): DOMException {
  * `serve()`; clients get one from `connect()`.
  *
  * Messages are delivered to the `message` callback and `message` events; once
- * {@linkcode WebSocketConnection.readable} is first read, they go to that
+ * {@linkcode WebSocketConnection.readable} is first accessed, they go to that
  * stream instead (and reading the socket pauses while it is full).
  *
  * @example Events, as with the browser's WebSocket
@@ -269,8 +269,15 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
   readonly url: string;
   /** Per-connection data attached by the server's `onUpgrade` hook. */
   data: Data;
-  /** How binary messages appear in `message` events. */
-  binaryType: BinaryType;
+  #binaryType: BinaryType;
+
+  /** How binary messages appear in `message` events; other values are ignored, as in browsers. */
+  get binaryType(): BinaryType {
+    return this.#binaryType;
+  }
+  set binaryType(value: BinaryType) {
+    if (value === "blob" || value === "arraybuffer") this.#binaryType = value;
+  }
 
   /** The I/O driver, once the opening handshake completed. */
   #driver: ConnectionDriver | null = null;
@@ -307,7 +314,7 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
     this.#init = init as ConnectionInit<unknown>;
     this.url = url;
     this.data = data;
-    this.binaryType = init.binaryType;
+    this.#binaryType = init.binaryType;
     this.#handlers = init.handlers as WebSocketHandlers<unknown> | undefined;
   }
 
@@ -325,6 +332,7 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
   }
   set onopen(handler: ((ev: Event) => unknown) | null) {
     this.#more().onopen = handler;
+    this.#setHandler("open", handler);
   }
 
   /** Called on `message` events. */
@@ -333,6 +341,7 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
   }
   set onmessage(handler: ((ev: MessageEvent) => unknown) | null) {
     this.#more().onmessage = handler;
+    this.#setHandler("message", handler);
   }
 
   /** Called on `error` events. */
@@ -341,6 +350,7 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
   }
   set onerror(handler: ((ev: Event) => unknown) | null) {
     this.#more().onerror = handler;
+    this.#setHandler("error", handler);
   }
 
   /** Called on `close` events. */
@@ -349,6 +359,7 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
   }
   set onclose(handler: ((ev: CloseEvent) => unknown) | null) {
     this.#more().onclose = handler;
+    this.#setHandler("close", handler);
   }
 
   /** The negotiated subprotocol, or `""`. */
@@ -726,14 +737,32 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
     super.removeEventListener(type, wrapped ?? listener, options);
   }
 
-  /** Dispatches `event` to its listeners, then to its `on<type>` property, as browsers do. */
-  override dispatchEvent(event: Event): boolean {
-    const result = super.dispatchEvent(event);
-    const handler = (this as unknown as Record<string, unknown>)[`on${event.type}`];
-    if (typeof handler === "function") {
-      this.#callUser(`the on${event.type} handler`, () => handler.call(this, event));
+  /**
+   * Sets an `on<type>` handler as browsers do: the first non-null value
+   * registers one listener, in that position among the others; null removes it.
+   */
+  #setHandler(type: "open" | "message" | "error" | "close", handler: unknown): void {
+    const rare = this.#more();
+    const value = typeof handler === "function" ? handler : null;
+    rare.handlers ??= new Map();
+    let listener = rare.handlers.get(type);
+    if (value !== null && listener === undefined) {
+      listener = (event: Event) => {
+        const current = this.#rare?.[`on${type}`] as ((ev: Event) => unknown) | null | undefined;
+        if (typeof current === "function") {
+          this.#callUser(
+            `the on${type} handler`,
+            () => current.call(this, event),
+            type === "error",
+          );
+        }
+      };
+      rare.handlers.set(type, listener);
+      super.addEventListener(type, listener);
+    } else if (value === null && listener !== undefined) {
+      rare.handlers.delete(type);
+      super.removeEventListener(type, listener);
     }
-    return result;
   }
 
   /** The same wrapper for the same listener, type and phase, so duplicates stay ignored. */
@@ -756,6 +785,7 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
             typeof listener === "function"
               ? listener.call(this, event)
               : listener.handleEvent(event),
+          type === "error",
         );
       };
       byType.set(key, wrapped);
@@ -766,18 +796,28 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
   // --- The guard around user code ---
 
   /** Runs user code; a throw or a rejected returned promise goes to #userFailed. */
-  #callUser(what: string, fn: () => unknown): unknown {
+  #callUser(what: string, fn: () => unknown, errorHandler = false): unknown {
     let result: unknown;
     try {
       result = fn();
     } catch (err) {
-      this.#userFailed(what, err);
+      this.#callFailed(what, err, errorHandler);
       return undefined;
     }
     if (isThenable(result)) {
-      result.then(undefined, (err: unknown) => this.#userFailed(what, err));
+      result.then(undefined, (err: unknown) => this.#callFailed(what, err, errorHandler));
     }
     return result;
+  }
+
+  /**
+   * User code threw or rejected. An error listener or `onerror` that fails is
+   * reported elsewhere: as a new failure it would dispatch `error` again (a
+   * loop, when it is async).
+   */
+  #callFailed(what: string, err: unknown, errorHandler: boolean): void {
+    if (errorHandler) this.#reportElsewhere(toError(err), what);
+    else this.#userFailed(what, err);
   }
 
   /** User code failed: report it, and close the connection with 1011. */
@@ -1043,4 +1083,6 @@ class FaceRare {
   onmessage: ((ev: MessageEvent) => unknown) | null = null;
   onerror: ((ev: Event) => unknown) | null = null;
   onclose: ((ev: CloseEvent) => unknown) | null = null;
+  /** The listeners behind the `on*` handlers, by type. */
+  handlers: Map<string, EventListener> | null = null;
 }
