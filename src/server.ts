@@ -8,6 +8,7 @@
 
 import { checkKeepalive, type KeepaliveSettings } from "./keepalive.ts";
 import { readFile } from "node:fs/promises";
+import { createPrivateKey, type KeyObject, X509Certificate } from "node:crypto";
 import type { ChunkConsumer, Listener, NetAddress, Transport } from "./runtime/transport.ts";
 import { currentRuntime } from "./runtime/mod.ts";
 import {
@@ -39,11 +40,25 @@ import { type Broker, type BrokerHealth, BrokerLink } from "./broker.ts";
 export type TlsOptions = { cert: string; key: string } | { certFile: string; keyFile: string };
 
 async function loadTls(tls: TlsOptions): Promise<{ cert: string; key: string }> {
-  if ("cert" in tls) return tls;
-  const [cert, key] = await Promise.all([
-    readFile(tls.certFile, "utf8"),
-    readFile(tls.keyFile, "utf8"),
-  ]);
+  const { cert, key } = "cert" in tls ? tls : {
+    cert: await readFile(tls.certFile, "utf8"),
+    key: await readFile(tls.keyFile, "utf8"),
+  };
+  let x509: X509Certificate;
+  try {
+    x509 = new X509Certificate(cert);
+  } catch (error) {
+    throw new TypeError(`Invalid TLS certificate: ${toError(error).message}`, { cause: error });
+  }
+  let privateKey: KeyObject;
+  try {
+    privateKey = createPrivateKey(key);
+  } catch (error) {
+    throw new TypeError(`Invalid TLS private key: ${toError(error).message}`, { cause: error });
+  }
+  if (!x509.checkPrivateKey(privateKey)) {
+    throw new TypeError("The TLS private key does not match the certificate");
+  }
   return { cert, key };
 }
 
@@ -978,7 +993,14 @@ class WebSocketServer<Data> implements Server {
     try {
       const decision = await answer;
       if (decision instanceof Response) return { response: await responseBytes(core, decision) };
-      if (!decision) return this.#accept(core, protocol, undefined, undefined as Data);
+      if (decision === undefined || decision === null) {
+        return this.#accept(core, protocol, undefined, undefined as Data);
+      }
+      if (typeof decision !== "object") {
+        throw new TypeError(
+          `onUpgrade must return nothing, an UpgradeDecision or a Response, got ${typeof decision}`,
+        );
+      }
       return this.#accept(
         core,
         decision.protocol ?? protocol,
@@ -1006,7 +1028,10 @@ class WebSocketServer<Data> implements Server {
 
   /** The answer to an application hook that threw (or a choice `core.accept` refused). */
   #refuse(core: ServerHandshake, error: unknown): Decision<Data> {
-    if (error instanceof HandshakeError) {
+    if (
+      error instanceof HandshakeError && Number.isInteger(error.status) &&
+      error.status >= 400 && error.status <= 599
+    ) {
       this.#report(error, false);
       return { response: core.reject(error.status, error.message, error.headers) };
     }

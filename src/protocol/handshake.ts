@@ -316,9 +316,26 @@ export function buildUpgradeResponse(
       checkValue("Sec-WebSocket-Extensions", options.extensions)
     }\r\n`;
   }
+  options.headers?.forEach((_value, name) => {
+    if (RESERVED_RESPONSE_HEADERS.includes(name)) {
+      throw new TypeError(
+        `Header ${name} is set by the WebSocket handshake and cannot be overridden`,
+      );
+    }
+  });
   head += headerLines(options.headers) + "\r\n";
   return encoder.encode(head);
 }
+
+const RESERVED_RESPONSE_HEADERS = [
+  "upgrade",
+  "connection",
+  "sec-websocket-accept",
+  "sec-websocket-protocol",
+  "sec-websocket-extensions",
+  "content-length",
+  "transfer-encoding",
+];
 
 const UPGRADE_HEAD =
   "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n";
@@ -345,6 +362,7 @@ export function buildErrorResponse(status: number, message: string, headers?: He
   const extra = new Headers(headers);
   extra.delete("content-length");
   extra.delete("connection");
+  extra.delete("transfer-encoding");
   if (!extra.has("content-type")) extra.set("content-type", "text/plain; charset=utf-8");
   const head = `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? "Error"}\r\n` + headerLines(extra) +
     `Content-Length: ${body.length}\r\nConnection: close\r\n\r\n`;

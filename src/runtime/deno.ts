@@ -499,7 +499,8 @@ class DenoListener implements Listener {
         // A client that reset before we accepted it is its problem, not the server's.
         if (
           error instanceof Deno.errors.ConnectionAborted ||
-          error instanceof Deno.errors.ConnectionReset
+          error instanceof Deno.errors.ConnectionReset ||
+          error instanceof Deno.errors.NotConnected
         ) continue;
         throw error;
       }
