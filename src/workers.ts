@@ -225,7 +225,13 @@ export class Supervisor {
     return new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
         this.#options.log(`[worker ${slot.index}] did not stop in time: killing it`);
-        child.kill("SIGKILL");
+        // process.kill, not child.kill: on Deno a second child.kill() after
+        // the SIGTERM sends nothing (and marks the child as signalled).
+        try {
+          process.kill(child.pid!, "SIGKILL");
+        } catch {
+          // Exited meanwhile.
+        }
       }, this.#options.stopTimeout);
       child.once("exit", () => {
         clearTimeout(timer);

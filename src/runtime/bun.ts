@@ -71,6 +71,7 @@ interface BunApi {
     port: number;
     tls?: { cert: string; key: string };
     reusePort?: boolean;
+    allowHalfOpen?: boolean;
     socket: BunSocketHandler;
   }): BunListener;
   /** A Uint8Array with its own, uninitialized ArrayBuffer. */
@@ -79,6 +80,7 @@ interface BunApi {
     hostname: string;
     port: number;
     tls?: { ca?: string[]; serverName?: string; rejectUnauthorized: boolean };
+    allowHalfOpen?: boolean;
     socket: BunSocketHandler;
   }): Promise<BunSocket>;
 }
@@ -486,6 +488,8 @@ class BunListenerImpl implements Listener {
       port,
       tls: tls === undefined ? undefined : { cert: tls.cert, key: tls.key },
       reusePort: reusePort === true,
+      // The peer's FIN ends our reads only, as on Deno: we may still answer.
+      allowHalfOpen: true,
       socket: handlers,
     });
     this.addr = { hostname: this.#listener.hostname, port: this.#listener.port };
@@ -539,6 +543,7 @@ async function connect(options: ConnectOptions): Promise<Transport> {
       serverName: tls.serverName,
       rejectUnauthorized: true,
     },
+    allowHalfOpen: true,
     socket: handlers,
   });
   // Bun.connect() resolves before the TLS handshake is done; wait for it so

@@ -12,6 +12,8 @@
 import type { NetAddress, Transport } from "./transport.ts";
 
 const NO_ADDRESS: NetAddress = { hostname: "", port: 0 };
+/** Longest run of reads without a turn of the event loop (see `read`). */
+const EVENT_LOOP_TURN_MS = 5;
 
 /**
  * Wraps `readable` and `writable`. Reads pull from the readable only when the
@@ -26,6 +28,7 @@ export class StreamTransport implements Transport {
   #writer: WritableStreamDefaultWriter<Uint8Array>;
   #buffered = 0;
   #closed = false;
+  #lastTurn = performance.now();
 
   constructor(
     readable: ReadableStream<Uint8Array>,
@@ -43,6 +46,18 @@ export class StreamTransport implements Transport {
   }
 
   read(): Promise<Uint8Array | null> {
+    if (this.#closed) return Promise.resolve(null);
+    // A source that is always ready resolves every read in a microtask: give
+    // the event loop a turn every few milliseconds, or timers (closeTimeout,
+    // keepalive, the application's) would never run.
+    if (performance.now() - this.#lastTurn < EVENT_LOOP_TURN_MS) return this.#read();
+    return new Promise<void>((resolve) => setTimeout(resolve, 0)).then(() => {
+      this.#lastTurn = performance.now();
+      return this.#read();
+    });
+  }
+
+  #read(): Promise<Uint8Array | null> {
     if (this.#closed) return Promise.resolve(null);
     return this.#reader.read().then(({ value, done }) => {
       if (done || this.#closed) return null;
