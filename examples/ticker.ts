@@ -249,7 +249,10 @@ class TickerSession implements Session {
     const msg = parseJson(data);
     if (msg?.type === "subscribe") return this.#app.subscribe(ws, msg.symbols);
     if (msg?.type === "unsubscribe") return this.#app.unsubscribe(ws, msg.symbols);
-    sendError(ws, 'Send {"type":"subscribe","symbols":["…"]} (or "symbols":"all") or "unsubscribe"');
+    sendError(
+      ws,
+      'Send {"type":"subscribe","symbols":["…"]} (or "symbols":"all") or "unsubscribe"',
+    );
   }
 
   close(): void {}
