@@ -609,6 +609,11 @@ export class ConnectionDriver {
 
   #deliver(message: Message): void {
     this.#heardMessage = true;
+    // Once our close frame is out, reading goes on while the application is
+    // behind (to find the peer's answer, see #canRead): what arrives then is
+    // dropped rather than queued, so a peer that keeps sending cannot grow
+    // memory for the whole closeTimeout.
+    if (this.#protocol.closeSent && !this.#events.applicationReady()) return;
     this.#events.message(message);
   }
 

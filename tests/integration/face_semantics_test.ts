@@ -407,6 +407,40 @@ for (const face of ["a pending message promise", "a full readable"]) {
   });
 }
 
+test("after close() while the application is behind, what the peer still sends is dropped", async () => {
+  // Reading goes on after our close frame (to find the peer's answer), but a
+  // peer that keeps sending must not fill memory meanwhile: those messages
+  // are dropped, not queued for an application that is not taking them.
+  let calls = 0;
+  let resolveConn!: (ws: WebSocketConnection) => void;
+  const conn = new Promise<WebSocketConnection>((r) => (resolveConn = r));
+  const server = await serve({ port: 0, hostname: HOST, closeTimeout: 3000 }, {
+    open: resolveConn,
+    message: () => {
+      calls++;
+      return new Promise<void>(() => {}); // Never done: the application is behind.
+    },
+  });
+  const client = await RawClient.open(server.addr.port);
+  try {
+    const sws = await within(conn, 5000, "the server's connection");
+    client.write(buildFrame({ opcode: Op.Text, payload: "first" }));
+    await delay(100);
+    assert.equal(calls, 1);
+    sws.close(1000, "bye");
+    assert.equal((await client.expectFrame()).opcode, Op.Close);
+    const frame = buildFrame({ opcode: Op.Binary, payload: new Uint8Array(16 * KiB) });
+    for (let i = 0; i < 500; i++) client.write(frame); // 8 MiB after our close.
+    client.write(buildFrame({ opcode: Op.Close, payload: new Uint8Array([0x03, 0xe8]) }));
+    const info = await closedWithin(sws);
+    assert.equal(info.wasClean, true);
+    assert.equal(calls, 1, "messages after close() reached an application that was behind");
+  } finally {
+    client.destroy();
+    await server.shutdown();
+  }
+});
+
 // --- readable ---
 
 test("readable: a slow reader stalls the peer's writes; reading drains them; done after close", async () => {
