@@ -516,6 +516,11 @@ function resolveConfig<Data>(
       throw new RangeError(`Option ${name} must be a positive number, got ${value}`);
     }
   }
+  // A string ("80") would reach the runtime's listen() as it is.
+  const port = options.port;
+  if (port !== undefined && !(Number.isInteger(port) && port >= 0 && port <= 65535)) {
+    throw new RangeError(`Option port must be an integer from 0 to 65535, got ${String(port)}`);
+  }
   const keepalive = checkKeepalive({
     pingInterval: options.pingInterval ?? 20_000,
     pingTimeout: options.pingTimeout ?? 20_000,

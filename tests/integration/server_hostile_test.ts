@@ -901,6 +901,16 @@ describe("listen errors", () => {
     });
   });
 
+  test("a port that is not an integer from 0 to 65535 is a RangeError before listening", async () => {
+    for (const port of ["80", 70_000, -1, 1.5, Number.NaN]) {
+      await assert.rejects(
+        serve({ port: port as number, hostname: HOST }, echo),
+        RangeError,
+        `port ${String(port)}`,
+      );
+    }
+  });
+
   test("an out-of-range port or an unresolvable hostname rejects", async () => {
     for (
       const options of [
