@@ -10,8 +10,8 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
-import { HandshakeError, serve, type ServeOptions, type WebSocketConnection } from "../../mod.ts";
-import type { Server, UpgradeRequestInfo, WebSocketHandlers } from "../../mod.ts";
+import { HandshakeError, type WebSocketConnection } from "../../mod.ts";
+import type { UpgradeRequestInfo } from "../../mod.ts";
 import {
   buildFrame,
   expectedAccept,
@@ -25,28 +25,9 @@ import {
   within,
 } from "./_raw_client.ts";
 
+import { echo, withServer } from "./_server.ts";
+
 const HOST = "127.0.0.1";
-
-/** An echo handler: every message goes back as it came. */
-const echo: WebSocketHandlers<unknown> = {
-  message(ws, data) {
-    ws.send(data);
-  },
-};
-
-/** Runs `body` against a fresh server on loopback and always shuts it down. */
-async function withServer<Data = undefined>(
-  options: Omit<ServeOptions<Data>, "port" | "hostname">,
-  handler: WebSocketHandlers<Data> | ((ws: WebSocketConnection<Data>) => void),
-  body: (server: Server, port: number) => Promise<void>,
-): Promise<void> {
-  const server = await serve<Data>({ ...options, port: 0, hostname: HOST }, handler);
-  try {
-    await body(server, server.addr.port);
-  } finally {
-    await within(server.shutdown(), 10_000, "server shutdown");
-  }
-}
 
 /** Sends one request (altered as asked) on a new connection and reads the answer. */
 async function request(port: number, options: UpgradeRequestOptions = {}) {

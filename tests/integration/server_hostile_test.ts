@@ -14,8 +14,8 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import net from "node:net";
-import { HandshakeError, serve, type ServeOptions, type WebSocketConnection } from "../../mod.ts";
-import type { Server, WebSocketHandlers } from "../../mod.ts";
+import { HandshakeError, serve } from "../../mod.ts";
+import type { Server } from "../../mod.ts";
 import {
   buildFrame,
   closeFrame,
@@ -34,27 +34,9 @@ import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { SYSTEM_PYTHON } from "../_executables.ts";
 
+import { echo, withServer } from "./_server.ts";
+
 const HOST = "127.0.0.1";
-
-const echo: WebSocketHandlers<unknown> = {
-  message(ws, data) {
-    ws.send(data);
-  },
-};
-
-/** Runs `body` against a fresh server on loopback and always shuts it down. */
-async function withServer<Data = undefined>(
-  options: Omit<ServeOptions<Data>, "port" | "hostname">,
-  handler: WebSocketHandlers<Data> | ((ws: WebSocketConnection<Data>) => void),
-  body: (server: Server, port: number) => Promise<void>,
-): Promise<void> {
-  const server = await serve<Data>({ ...options, port: 0, hostname: HOST }, handler);
-  try {
-    await body(server, server.addr.port);
-  } finally {
-    await within(server.shutdown(), 10_000, "server shutdown");
-  }
-}
 
 /** Sends a valid upgrade request (with `headers` added) and reads the answer. */
 async function request(port: number, headers: Record<string, string | null> = {}, key = newKey()) {

@@ -11,35 +11,18 @@ import { describe } from "node:test";
 import assert from "node:assert/strict";
 import net from "node:net";
 import * as zlib from "node:zlib";
-import { connect, HandshakeError, serve, type ServeOptions, WebSocket } from "../../mod.ts";
-import type { Server, WebSocketHandlers } from "../../mod.ts";
+import { connect, HandshakeError, serve, WebSocket } from "../../mod.ts";
+import type { Server } from "../../mod.ts";
 import { acceptLoop } from "../../src/server.ts";
 import type { Listener, Transport } from "../../src/runtime/transport.ts";
 import { buildFrame, closeFrame, Op, RawClient, upgradeRequest } from "./_raw_client.ts";
 import { delay, test, within } from "../_watch.ts";
 import { makeTestCerts, opensslSkipReason } from "../_certs.ts";
 
+import { echo, withServer } from "./_server.ts";
+
 const HOST = "127.0.0.1";
 const decoder = new TextDecoder();
-
-const echo: WebSocketHandlers<unknown> = {
-  message(ws, data) {
-    ws.send(data);
-  },
-};
-
-async function withServer<Data = undefined>(
-  options: Omit<ServeOptions<Data>, "port" | "hostname">,
-  handler: WebSocketHandlers<Data>,
-  body: (server: Server, port: number) => Promise<void>,
-): Promise<void> {
-  const server = await serve<Data>({ ...options, port: 0, hostname: HOST }, handler);
-  try {
-    await body(server, server.addr.port);
-  } finally {
-    await within(server.shutdown(), 10_000, "server shutdown");
-  }
-}
 
 /** Polls `condition` every 10 ms for up to `ms`; returns whether it came true. */
 async function eventually(condition: () => boolean, ms = 5000): Promise<boolean> {
