@@ -40,24 +40,32 @@ import { type Broker, type BrokerHealth, BrokerLink } from "./broker.ts";
 export type TlsOptions = { cert: string; key: string } | { certFile: string; keyFile: string };
 
 async function loadTls(tls: TlsOptions): Promise<{ cert: string; key: string }> {
-  const { cert, key } = "cert" in tls ? tls : {
-    cert: await readFile(tls.certFile, "utf8"),
-    key: await readFile(tls.keyFile, "utf8"),
-  };
+  const [cert, key] = "cert" in tls ? [tls.cert, tls.key] : await Promise.all([
+    readFile(tls.certFile, "utf8"),
+    readFile(tls.keyFile, "utf8"),
+  ]);
   let x509: X509Certificate;
   try {
     x509 = new X509Certificate(cert);
   } catch (error) {
-    throw new TypeError(`Invalid TLS certificate: ${toError(error).message}`, { cause: error });
+    throw new TypeError(
+      `Invalid TLS certificate (tls.cert or tls.certFile must be PEM): ${toError(error).message}`,
+      { cause: error },
+    );
   }
   let privateKey: KeyObject;
   try {
     privateKey = createPrivateKey(key);
   } catch (error) {
-    throw new TypeError(`Invalid TLS private key: ${toError(error).message}`, { cause: error });
+    throw new TypeError(
+      `Invalid TLS private key (tls.key or tls.keyFile must be PEM): ${toError(error).message}`,
+      { cause: error },
+    );
   }
   if (!x509.checkPrivateKey(privateKey)) {
-    throw new TypeError("The TLS private key does not match the certificate");
+    throw new TypeError(
+      "The TLS private key does not match the certificate: give the key the certificate was made for",
+    );
   }
   return { cert, key };
 }

@@ -747,14 +747,14 @@ export class WebSocketConnection<Data = unknown> extends EventTarget implements 
     rare.handlers ??= new Map();
     let listener = rare.handlers.get(type);
     if (value !== null && listener === undefined) {
+      // Made once per handler type, not per event.
+      const property = `on${type}` as const;
+      const what = `the ${property} handler`;
+      const isError = type === "error";
       listener = (event: Event) => {
-        const current = this.#rare?.[`on${type}`] as ((ev: Event) => unknown) | null | undefined;
+        const current = this.#rare?.[property] as ((ev: Event) => unknown) | null | undefined;
         if (typeof current === "function") {
-          this.#callUser(
-            `the on${type} handler`,
-            () => current.call(this, event),
-            type === "error",
-          );
+          this.#callUser(what, () => current.call(this, event), isError);
         }
       };
       rare.handlers.set(type, listener);

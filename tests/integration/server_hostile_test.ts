@@ -840,7 +840,8 @@ describe("TLS server", { skip: tlsSkip ?? false }, () => {
           outcomes[label] = "served";
         } catch (error) {
           outcomes[label] = "rejected";
-          assert.ok(error instanceof Error && error.message.length > 0);
+          assert.ok(error instanceof TypeError, `${label}: ${error}`);
+          assert.match(error.message, /TLS (certificate|private key)/, label);
         }
       }
       assert.deepEqual(outcomes, Object.fromEntries(cases.map(([l]) => [l, "rejected"])));
