@@ -648,9 +648,7 @@ export class PubSub<Target extends FanOutTarget = FanOutTarget> implements FanOu
       case "drop": {
         if (slow) {
           sub.gap++;
-          this.#dropped++;
-          const peer = this.#peers.get(ws);
-          if (peer !== undefined) peer.dropped++;
+          this.#countDrop(this.#peers.get(ws));
           return false;
         }
         if (sub.gap !== 0) {
@@ -724,14 +722,18 @@ export class PubSub<Target extends FanOutTarget = FanOutTarget> implements FanOu
       peer.held !== null &&
       peer.heldBytes + message.frame.length > Math.max(sub.maxBuffered, DEFAULT_MAX_BUFFERED)
     ) {
-      sub.gap++;
-      this.#dropped++;
-      peer.dropped++;
+      this.#countDrop(peer);
       return false;
     }
     (peer.held ??= new Map()).set(slot, { sub, message });
     peer.heldBytes += message.frame.length;
     return true;
+  }
+
+  /** A message skipped for a slow subscriber: in the stats and in the connection's `droppedFor`. */
+  #countDrop(peer: Peer | undefined): void {
+    this.#dropped++;
+    if (peer !== undefined) peer.dropped++;
   }
 
   /** Sends held messages in first-held-back order until the connection is slow again. */
